@@ -1,0 +1,372 @@
+//! Messages from a handler to Mongrel2 (`UUID SP LEN:IDS, SP BODY`), and the HTTP/1.x bytes a
+//! handler puts in their bodies: response heads, chunked framing.
+
+use crate::error::{Error, Result};
+use crate::tnetstring::{write_integer, write_len_prefix, write_string};
+use http::header::{HeaderMap, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{StatusCode, Version};
+
+/// Most connection ids Mongrel2 accepts in one message (`limits.handler_targets`, default 128);
+/// with more, it rejects the whole message.
+pub const MAX_TARGETS: usize = 128;
+
+/// The last chunk of a chunked body, with no trailers.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut pos = buf.len();
+    loop {
+        pos -= 1;
+        buf[pos] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[pos..]);
+}
+
+fn ids_len(ids: &[u64]) -> usize {
+    ids.iter()
+        .map(|&i| {
+            let mut d = 1;
+            let mut n = i;
+            while n >= 10 {
+                n /= 10;
+                d += 1;
+            }
+            d
+        })
+        .sum::<usize>()
+        + ids.len().saturating_sub(1)
+}
+
+fn check_ids(ids: &[u64]) -> Result<()> {
+    if ids.is_empty() {
+        return Err(Error::InvalidResponse("no connection ids".into()));
+    }
+    if ids.len() > MAX_TARGETS {
+        return Err(Error::InvalidResponse(format!(
+            "{} connection ids in one message; Mongrel2 takes at most {MAX_TARGETS}",
+            ids.len()
+        )));
+    }
+    Ok(())
+}
+
+fn check_sender(sender: &[u8]) -> Result<()> {
+    if sender.is_empty() || sender.iter().any(|b| *b == b' ' || b.is_ascii_control()) {
+        return Err(Error::InvalidResponse(
+            "sender must be a non-empty id without spaces".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Appends `UUID SP LEN:ID ID ..., SP` (everything before the body) to `out`.
+///
+/// # Errors
+/// [`Error::InvalidResponse`] for no ids, more than [`MAX_TARGETS`], or a bad sender.
+pub fn encode_reply_prefix(out: &mut Vec<u8>, sender: &[u8], ids: &[u64]) -> Result<()> {
+    check_sender(sender)?;
+    check_ids(ids)?;
+    out.extend_from_slice(sender);
+    out.push(b' ');
+    write_len_prefix(out, ids_len(ids));
+    for (n, &id) in ids.iter().enumerate() {
+        if n > 0 {
+            out.push(b' ');
+        }
+        write_u64(out, id);
+    }
+    out.extend_from_slice(b", ");
+    Ok(())
+}
+
+/// Appends one reply message: `body` to every id in `ids` (1 to [`MAX_TARGETS`] of them).
+/// An empty body tells Mongrel2 to close those connections.
+///
+/// # Errors
+/// As [`encode_reply_prefix`].
+pub fn encode_reply(out: &mut Vec<u8>, sender: &[u8], ids: &[u64], body: &[u8]) -> Result<()> {
+    out.reserve(sender.len() + 16 + ids.len() * 8 + body.len());
+    encode_reply_prefix(out, sender, ids)?;
+    out.extend_from_slice(body);
+    Ok(())
+}
+
+/// Builds the messages that deliver `body` to any number of ids: one message per
+/// [`MAX_TARGETS`] ids.
+///
+/// # Errors
+/// [`Error::InvalidResponse`] for no ids or a bad sender.
+pub fn encode_deliver(sender: &[u8], ids: &[u64], body: &[u8]) -> Result<Vec<Vec<u8>>> {
+    check_ids(ids.get(..1).unwrap_or(&[]))?;
+    ids.chunks(MAX_TARGETS)
+        .map(|chunk| {
+            let mut out = Vec::new();
+            encode_reply(&mut out, sender, chunk, body)?;
+            Ok(out)
+        })
+        .collect()
+}
+
+/// Appends a close message for `ids`: a reply with an empty body.
+///
+/// # Errors
+/// As [`encode_reply_prefix`].
+pub fn encode_close(out: &mut Vec<u8>, sender: &[u8], ids: &[u64]) -> Result<()> {
+    encode_reply(out, sender, ids, b"")
+}
+
+/// One instruction in an extended `X ctl` message (`shared/PROTOCOL.md` 4.2).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ctl {
+    /// Grant this many bytes of upload credit (streamed uploads, `upload.stream=1`).
+    Credits(i64),
+    /// Refresh the connection's idle timer (`limits.min_ping`).
+    KeepAlive,
+    /// Disconnect the client; Mongrel2 sends no disconnect notice back.
+    Cancel,
+}
+
+/// Appends `UUID SP LEN:X ID ..., SP [3:ctl, {args}]`.
+///
+/// # Errors
+/// As [`encode_reply_prefix`], and for an empty `ctls`.
+pub fn encode_ctl(out: &mut Vec<u8>, sender: &[u8], ids: &[u64], ctls: &[Ctl]) -> Result<()> {
+    check_sender(sender)?;
+    check_ids(ids)?;
+    if ctls.is_empty() {
+        return Err(Error::InvalidResponse("an X ctl message needs a key".into()));
+    }
+    out.extend_from_slice(sender);
+    out.push(b' ');
+    write_len_prefix(out, ids_len(ids) + 2);
+    out.extend_from_slice(b"X ");
+    for (n, &id) in ids.iter().enumerate() {
+        if n > 0 {
+            out.push(b' ');
+        }
+        write_u64(out, id);
+    }
+    out.extend_from_slice(b", ");
+    let mut dict = Vec::new();
+    for ctl in ctls {
+        match ctl {
+            Ctl::Credits(n) => {
+                write_string(&mut dict, b"credits");
+                write_integer(&mut dict, *n);
+            }
+            Ctl::KeepAlive => {
+                write_string(&mut dict, b"keep-alive");
+                dict.extend_from_slice(b"4:true!");
+            }
+            Ctl::Cancel => {
+                write_string(&mut dict, b"cancel");
+                dict.extend_from_slice(b"4:true!");
+            }
+        }
+    }
+    let mut list = Vec::with_capacity(dict.len() + 16);
+    write_string(&mut list, b"ctl");
+    write_len_prefix(&mut list, dict.len());
+    list.extend_from_slice(&dict);
+    list.push(b'}');
+    write_len_prefix(out, list.len());
+    out.extend_from_slice(&list);
+    out.push(b']');
+    Ok(())
+}
+
+/// How the body after a response head is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// `Content-Length: n` (written unless the headers already have it).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`; the body must then go through [`encode_chunk`] and end with
+    /// [`LAST_CHUNK`].
+    Chunked,
+    /// No length: the body ends when the connection closes (HTTP/1.0 streaming). Adds
+    /// `Connection: close`; the handler must close the connection after the body.
+    Close,
+    /// No body and no framing header (HEAD answers, 1xx, 204, 304): headers as given.
+    None,
+}
+
+/// Whether a response with this status to this method may carry a body (RFC 9110 6.4.1).
+pub fn allows_body(method: Option<&http::Method>, status: StatusCode) -> bool {
+    !(method == Some(&http::Method::HEAD)
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED)
+}
+
+/// Appends an HTTP/1.x response head: status line, `headers`, the framing header, blank line.
+///
+/// The status line's version follows the request (`HTTP/1.0` or `HTTP/1.1`). Header values are
+/// written as they are: `http::HeaderValue` cannot hold CR or LF, so no header can be injected.
+/// `Content-Length` and `Transfer-Encoding` in `headers` are dropped unless `framing` is
+/// [`Framing::None`], so the framing header is always the one that matches the body.
+pub fn encode_head(
+    out: &mut Vec<u8>,
+    version: Version,
+    status: StatusCode,
+    headers: &HeaderMap,
+    framing: Framing,
+) {
+    out.extend_from_slice(if version == Version::HTTP_10 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let keep_framing = framing == Framing::None;
+    let mut has_connection = false;
+    for (name, value) in headers {
+        if !keep_framing && (name == CONTENT_LENGTH || name == TRANSFER_ENCODING) {
+            continue;
+        }
+        if name == http::header::CONNECTION {
+            has_connection = true;
+        }
+        write_header_name(out, name.as_str());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            write_u64(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        Framing::Close if !has_connection => out.extend_from_slice(b"Connection: close\r\n"),
+        Framing::Close | Framing::None => {}
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes a header name in the usual title case (`content-type` → `Content-Type`), as clients
+/// and the seed expect to read it; names are case-insensitive either way.
+fn write_header_name(out: &mut Vec<u8>, name: &str) {
+    let mut up = true;
+    for &b in name.as_bytes() {
+        out.push(if up { b.to_ascii_uppercase() } else { b });
+        up = b == b'-';
+    }
+}
+
+/// Appends one chunk of a chunked body: `hex-size CRLF data CRLF`. An empty `data` writes
+/// nothing (an empty chunk would end the body; use [`LAST_CHUNK`] for that).
+pub fn encode_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    encode_chunk_header(out, data.len());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends only a chunk's size line, for `len` bytes of data the caller writes next, followed by
+/// `\r\n`.
+pub fn encode_chunk_header(out: &mut Vec<u8>, len: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 16];
+    let mut pos = buf.len();
+    let mut n = len;
+    loop {
+        pos -= 1;
+        buf[pos] = HEX[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[pos..]);
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    const U: &[u8] = b"34f9ceee-cd52-4b7f-b197-88bf2f0ec378";
+
+    #[test]
+    fn replies_and_batches() {
+        let mut out = Vec::new();
+        encode_reply(&mut out, U, &[29, 30, 31], b"hi").unwrap();
+        assert_eq!(out, b"34f9ceee-cd52-4b7f-b197-88bf2f0ec378 8:29 30 31, hi");
+        out.clear();
+        encode_close(&mut out, U, &[33]).unwrap();
+        assert_eq!(out, b"34f9ceee-cd52-4b7f-b197-88bf2f0ec378 2:33, ");
+        let ids: Vec<u64> = (1..=300).collect();
+        let msgs = encode_deliver(U, &ids, b"x").unwrap();
+        assert_eq!(msgs.len(), 3);
+        assert!(encode_deliver(U, &[], b"x").is_err());
+        let mut o = Vec::new();
+        assert!(encode_reply(&mut o, U, &ids[..129], b"x").is_err());
+        assert!(encode_reply(&mut o, U, &ids[..128], b"x").is_ok());
+        assert!(encode_reply(&mut o, b"has space", &[1], b"x").is_err());
+    }
+
+    #[test]
+    fn ctl_matches_observed_bytes() {
+        let mut out = Vec::new();
+        encode_ctl(&mut out, U, &[47], &[Ctl::Cancel]).unwrap();
+        assert_eq!(
+            out,
+            b"34f9ceee-cd52-4b7f-b197-88bf2f0ec378 4:X 47, 26:3:ctl,16:6:cancel,4:true!}]"
+        );
+        out.clear();
+        encode_ctl(&mut out, U, &[5, 6], &[Ctl::Credits(4096)]).unwrap();
+        let body = &out[out.iter().position(|&b| b == b',').unwrap() + 2..];
+        let v = crate::tnetstring::parse(body).unwrap();
+        let crate::tnetstring::Value::List(items) = v else {
+            panic!()
+        };
+        assert_eq!(items[0], crate::tnetstring::Value::String(b"ctl"));
+        assert_eq!(
+            items[1].get(b"credits"),
+            Some(&crate::tnetstring::Value::Integer(4096))
+        );
+    }
+
+    #[test]
+    fn heads_and_chunks() {
+        let mut h = HeaderMap::new();
+        h.insert("content-type", HeaderValue::from_static("text/plain"));
+        h.insert("content-length", HeaderValue::from_static("999"));
+        let mut out = Vec::new();
+        encode_head(&mut out, Version::HTTP_11, StatusCode::OK, &h, Framing::Length(5));
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n"
+        );
+        out.clear();
+        encode_head(&mut out, Version::HTTP_10, StatusCode::NOT_FOUND, &HeaderMap::new(), Framing::Close);
+        assert_eq!(out, b"HTTP/1.0 404 Not Found\r\nConnection: close\r\n\r\n");
+        out.clear();
+        encode_head(&mut out, Version::HTTP_11, StatusCode::OK, &HeaderMap::new(), Framing::Chunked);
+        encode_chunk(&mut out, b"chunk1");
+        encode_chunk(&mut out, b"");
+        encode_chunk(&mut out, &[b'x'; 26]);
+        out.extend_from_slice(LAST_CHUNK);
+        let want = format!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nchunk1\r\n1a\r\n{}\r\n0\r\n\r\n",
+            "x".repeat(26)
+        );
+        assert_eq!(out, want.as_bytes());
+        assert!(!allows_body(Some(&http::Method::HEAD), StatusCode::OK));
+        assert!(!allows_body(None, StatusCode::NOT_MODIFIED));
+        assert!(allows_body(Some(&http::Method::GET), StatusCode::OK));
+    }
+}

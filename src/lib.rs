@@ -1,0 +1,68 @@
+//! # m2wsgi
+//!
+//! Mongrel2 handlers in Rust, and a PEP 3333 bridge that serves Python WSGI applications behind
+//! Mongrel2.
+//!
+//! [Mongrel2](https://mongrel2.org) speaks HTTP and WebSocket to clients and hands each request to
+//! *handlers* over ZeroMQ. It PUSHes requests, one frame each,
+//!
+//! ```text
+//! SENDER_UUID SP CONN_ID SP PATH SP TNETSTRING_HEADERS NETSTRING_BODY
+//! ```
+//!
+//! and handlers PUBlish replies `SENDER_UUID SP LEN:ID ID ..., SP BODY` back to it, where BODY is
+//! the raw bytes to write to those clients.
+//!
+//! This crate is layered:
+//!
+//! - [`tnetstring`]: a strict, zero-copy tnetstring and netstring parser and encoder.
+//! - [`codec`]: the Mongrel2 message format in both directions ([`RawMessage`], [`Message`],
+//!   [`codec::response`], [`codec::websocket`]). Pure: bytes in, values out, fuzzed.
+//!
+//! ## Decoding a request
+//!
+//! ```
+//! use m2wsgi::{Message, MessageKind};
+//!
+//! let frame = bytes::Bytes::from_static(
+//!     b"34f9ceee-cd52-4b7f-b197-88bf2f0ec378 1 /handler 190:11:REMOTE_ADDR,9:127.0.0.1,\
+//!       6:METHOD,3:GET,10:URL_SCHEME,4:http,7:PATTERN,8:/handler,3:URI,8:/handler,\
+//!       7:VERSION,8:HTTP/1.1,4:PATH,8:/handler,4:host,9:localhost,15:x-forwarded-for,\
+//!       9:127.0.0.1,}0:,",
+//! );
+//! let msg = Message::decode(frame)?;
+//! assert_eq!(msg.kind(), &MessageKind::Request);
+//! assert_eq!(msg.method(), Some(&http::Method::GET));
+//! assert_eq!(msg.headers()["host"], "localhost");
+//!
+//! // Answer it: an HTTP response head and body, addressed to the client's connection id.
+//! use m2wsgi::codec::response::{encode_head, encode_reply_prefix, Framing};
+//! let mut out = Vec::new();
+//! encode_reply_prefix(&mut out, msg.sender(), &[msg.conn_id()])?;
+//! encode_head(&mut out, http::Version::HTTP_11, http::StatusCode::OK,
+//!             &http::HeaderMap::new(), Framing::Length(5));
+//! out.extend_from_slice(b"hello");
+//! assert!(out.starts_with(b"34f9ceee-cd52-4b7f-b197-88bf2f0ec378 1:1, HTTP/1.1 200 OK\r\n"));
+//! # Ok::<(), m2wsgi::Error>(())
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod codec;
+mod error;
+pub mod tnetstring;
+
+pub use codec::{HeaderProtocol, Message, MessageKind, RawMessage};
+pub use error::{Error, ParseError, ParseErrorKind, Result};
+
+#[cfg(test)]
+mod tests {
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn public_types_are_send_and_sync() {
+        assert_send_sync::<crate::Message>();
+        assert_send_sync::<crate::RawMessage<'static>>();
+        assert_send_sync::<crate::Error>();
+        assert_send_sync::<crate::tnetstring::Value<'static>>();
+    }
+}

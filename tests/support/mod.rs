@@ -1,0 +1,4 @@
+//! Shared helpers for the integration tests. Use with `mod support;` in a test file.
+#![allow(dead_code, unreachable_pub)]
+
+pub mod mongrel2;
