@@ -48,11 +48,37 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod codec;
+#[cfg(feature = "config-db")]
+#[cfg_attr(docsrs, doc(cfg(feature = "config-db")))]
+pub mod config;
+#[cfg(feature = "runtime")]
+mod connection;
 mod error;
+#[cfg(feature = "runtime")]
+mod request;
+#[cfg(feature = "runtime")]
+mod server;
+mod spec;
 pub mod tnetstring;
+#[cfg(feature = "runtime")]
+#[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
+pub mod upload;
 
 pub use codec::{HeaderProtocol, Message, MessageKind, RawMessage};
+#[cfg(feature = "config-db")]
+#[cfg_attr(docsrs, doc(cfg(feature = "config-db")))]
+pub use config::{load_handler, HandlerConfig, HandlerSelector};
+#[cfg(feature = "runtime")]
+#[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
+pub use connection::{Connection, ConnectionBuilder, UploadPolicy};
 pub use error::{Error, ParseError, ParseErrorKind, Result};
+#[cfg(feature = "runtime")]
+#[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
+pub use request::{Body, Request, Responder, ResponseStream, MAX_CREDITS};
+#[cfg(feature = "runtime")]
+#[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
+pub use server::{install_signal_handlers, Server, ShutdownHandle, Worker};
+pub use spec::{default_recv_spec, SocketSpec};
 
 #[cfg(test)]
 mod tests {

@@ -219,6 +219,7 @@ pub struct Message {
     remote_addr: Option<Bytes>,
     download_credits: Option<u64>,
     upload_stream: Option<u64>,
+    upload_stream_done: bool,
     extra: Vec<(Bytes, Bytes)>,
     body: Bytes,
 }
@@ -280,6 +281,7 @@ impl Message {
             remote_addr: None,
             download_credits: None,
             upload_stream: None,
+            upload_stream_done: false,
             extra: Vec::new(),
             body: slice(&frame, raw.body),
         };
@@ -311,7 +313,9 @@ impl Message {
                 b"FLAGS" => {
                     let hex = v.strip_prefix(b"0x").or_else(|| v.strip_prefix(b"0X"));
                     let f = hex
-                        .filter(|h| !h.is_empty() && h.len() <= 2)
+                        .filter(|h| {
+                            !h.is_empty() && h.len() <= 2 && h.iter().all(u8::is_ascii_hexdigit)
+                        })
                         .and_then(|h| std::str::from_utf8(h).ok())
                         .and_then(|h| u8::from_str_radix(h, 16).ok())
                         .ok_or(bad)?;
@@ -330,6 +334,7 @@ impl Message {
                 }
             }
         }
+        m.upload_stream_done = stream_done;
         m.kind = m.classify(flags, stream_done, upload_start, upload_done, bad)?;
         Ok(m)
     }
@@ -481,6 +486,11 @@ impl Message {
         self.upload_stream
     }
 
+    /// `UPLOAD_STREAM_DONE`: this message carries the last slice of a streamed body.
+    pub fn upload_stream_done(&self) -> bool {
+        self.upload_stream_done
+    }
+
     /// Keys kept as they came because they are unknown upper-case Mongrel2 keys, or headers
     /// whose name or value `http` rejects (control bytes, for example).
     pub fn extra(&self) -> &[(Bytes, Bytes)] {
@@ -505,11 +515,14 @@ impl Message {
     /// `Connection: close`.
     pub fn wants_close(&self) -> bool {
         let conn = |word: &str| {
-            self.headers.get_all(http::header::CONNECTION).iter().any(|v| {
-                v.as_bytes()
-                    .split(|&b| b == b',')
-                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(word.as_bytes()))
-            })
+            self.headers
+                .get_all(http::header::CONNECTION)
+                .iter()
+                .any(|v| {
+                    v.as_bytes()
+                        .split(|&b| b == b',')
+                        .any(|t| t.trim_ascii().eq_ignore_ascii_case(word.as_bytes()))
+                })
         };
         match self.version {
             Some(Version::HTTP_10) | Some(Version::HTTP_09) => !conn("keep-alive"),

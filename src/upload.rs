@@ -1,0 +1,128 @@
+//! Async uploads: telling a genuine Mongrel2 temp file from a spoofed header, and owning the file.
+//!
+//! Mongrel2 forwards client headers verbatim, so a client can send its own
+//! `X-Mongrel2-Upload-Start: /etc/passwd`. A file is accepted only when the start message for the
+//! connection came first, start equals done, the path is absolute and normal (no `.`/`..`), lies
+//! inside the configured upload directory, and is a regular file (not a link) on this host.
+
+use crate::connection::UploadPolicy;
+use crate::error::{Error, Result};
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Checks an upload's start and done paths against `policy`; returns the file's path on this host.
+///
+/// # Errors
+/// [`Error::Upload`] naming the reason. Nothing on disk is touched.
+pub fn check_upload(policy: &UploadPolicy, start: &[u8], done: &[u8]) -> Result<PathBuf> {
+    let Some(dir) = &policy.upload_dir else {
+        return Err(Error::Upload(
+            "async uploads are disabled: set the upload directory (upload_dir / --upload-dir) to \
+             the directory of Mongrel2's upload.temp_store"
+                .into(),
+        ));
+    };
+    if start.is_empty() || start != done {
+        return Err(Error::Upload("upload start and done paths differ".into()));
+    }
+    let path = Path::new(std::ffi::OsStr::from_bytes(start));
+    // Check the raw bytes: `Path::components` would quietly drop `.` and `//`.
+    let normal = start[0] == b'/'
+        && start[1..]
+            .split(|&b| b == b'/')
+            .all(|seg| !seg.is_empty() && seg != b"." && seg != b"..");
+    if !normal {
+        return Err(Error::Upload("upload path is not absolute and normal".into()));
+    }
+    let parent_ok = path.parent() == Some(dir.as_path());
+    if !parent_ok {
+        return Err(Error::Upload(
+            "upload path is outside the upload directory".into(),
+        ));
+    }
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let host = policy.chroot.join(rel);
+    match std::fs::symlink_metadata(&host) {
+        Ok(m) if m.file_type().is_file() => Ok(host),
+        Ok(_) => Err(Error::Upload("upload path is not a regular file".into())),
+        Err(e) => Err(Error::Upload(format!("upload file unreadable: {e}"))),
+    }
+}
+
+/// A verified upload temp file, deleted when dropped.
+#[derive(Debug)]
+pub(crate) struct UploadFile {
+    path: PathBuf,
+}
+
+impl UploadFile {
+    pub(crate) fn new(path: PathBuf) -> Self {
+        Self { path }
+    }
+
+    pub(crate) fn open(&self) -> Result<(File, u64)> {
+        let f = File::open(&self.path)?;
+        let len = f.metadata()?.len();
+        Ok((f, len))
+    }
+}
+
+impl Drop for UploadFile {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                log::warn!("removing upload {}: {e}", self.path.display());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spoofed_and_odd_paths_are_refused() {
+        let root = std::env::temp_dir().join(format!("m2wsgi-upload-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("tmp")).unwrap();
+        std::fs::write(root.join("tmp/upload.abc123"), b"body").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("tmp/upload.link")).unwrap_or(());
+        let policy = UploadPolicy {
+            upload_dir: Some("/tmp".into()),
+            chroot: root.clone(),
+        };
+        let ok = b"/tmp/upload.abc123";
+        assert_eq!(
+            check_upload(&policy, ok, ok).unwrap(),
+            root.join("tmp/upload.abc123")
+        );
+        let bad: &[(&[u8], &[u8])] = &[
+            (b"/etc/passwd", b"/etc/passwd"),
+            (b"/tmp/../etc/passwd", b"/tmp/../etc/passwd"),
+            (b"/tmp/./upload.abc123", b"/tmp/./upload.abc123"),
+            (b"tmp/upload.abc123", b"tmp/upload.abc123"),
+            (b"/tmp/upload.abc123", b"/tmp/upload.other"),
+            (b"/tmp/upload.missing", b"/tmp/upload.missing"),
+            (b"/tmp/upload.link", b"/tmp/upload.link"),
+            (b"/tmp", b"/tmp"),
+            (b"", b""),
+        ];
+        for (s, d) in bad {
+            assert!(
+                matches!(check_upload(&policy, s, d), Err(Error::Upload(_))),
+                "{}",
+                String::from_utf8_lossy(s)
+            );
+        }
+        let off = UploadPolicy {
+            upload_dir: None,
+            chroot: root.clone(),
+        };
+        assert!(check_upload(&off, ok, ok).is_err());
+        assert!(root.join("tmp/upload.abc123").exists(), "nothing touched");
+        drop(UploadFile::new(root.join("tmp/upload.abc123")));
+        assert!(!root.join("tmp/upload.abc123").exists());
+        std::fs::remove_dir_all(root).unwrap();
+    }
+}
