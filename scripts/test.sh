@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The project's test command: what the README tells you to run and what CI runs.
+#
+# Installs what is missing (Mongrel2, libzmq, the Python venv, cargo-fuzz), then runs the whole
+# suite: the codec alone (no libzmq, no Python), the runtime against a real Mongrel2, the WSGI
+# bridge against real Flask/Django apps, and a short fuzz smoke over the committed corpus.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash scripts/install-deps.sh --fuzz
+# The WSGI bridge embeds the interpreter it is built against: always name it.
+PYO3_PYTHON="$(bash scripts/python.sh)"
+export PYO3_PYTHON
+
+echo "== codec only (no default features: no libzmq, no Python)"
+cargo test --no-default-features --lib --tests
+echo "== default features (runtime + config-db, real Mongrel2)"
+cargo test
+echo "== --features wsgi (the Python bridge and the m2wsgi command)"
+cargo test --features wsgi
+echo "== fuzz smoke"
+bash scripts/fuzz-smoke.sh
