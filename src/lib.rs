@@ -80,6 +80,10 @@ pub use request::{Body, Request, Responder, ResponseStream, MAX_CREDITS};
 pub use server::{install_signal_handlers, Server, ShutdownHandle, Worker};
 pub use spec::{default_recv_spec, SocketSpec};
 
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 #[cfg(test)]
 mod tests {
     fn assert_send_sync<T: Send + Sync>() {}
