@@ -1,0 +1,969 @@
+//! Reading a handler's settings from Mongrel2's config database (the sqlite file `m2sh load`
+//! writes), so a handler can be started with nothing but that file and a handler name.
+//!
+//! ```no_run
+//! use m2wsgi::config::{load_handler, HandlerSelector};
+//!
+//! let cfg = load_handler(
+//!     "config.sqlite",
+//!     &HandlerSelector::SendIdent("34f9ceee-cd52-4b7f-b197-88bf2f0ec378".into()),
+//! )?;
+//! println!("pull from {}, publish to {}", cfg.send_spec, cfg.recv_spec);
+//! # Ok::<(), m2wsgi::Error>(())
+//! ```
+//!
+//! The database is opened read-only and queried with bound parameters only. Tables and columns are
+//! the ones Mongrel2 1.12 reads (see the handler, route, host, server and setting tables that
+//! `m2sh load` creates); the `route` table has no server id, so routes are joined to servers
+//! through `host`.
+
+use crate::{Error, HeaderProtocol, Result};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Params};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Which handler of the config database to load.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HandlerSelector {
+    /// The row id in the `handler` table.
+    Id(i64),
+    /// The handler's `send_ident`: the UUID it is usually configured with.
+    SendIdent(String),
+    /// The handler that one route of one host of one server points to.
+    Route {
+        /// The server's `uuid` (what `mongrel2 config.sqlite UUID` is started with).
+        server_uuid: String,
+        /// The host's `name`.
+        host: String,
+        /// The route's path pattern exactly as configured, such as `/handler` or `@chat`.
+        path: String,
+    },
+    /// The handler behind a route path on any server and host. An error if the path leads to
+    /// more than one handler; use [`HandlerSelector::Route`] then.
+    RoutePath(String),
+}
+
+impl fmt::Display for HandlerSelector {
+    /// How the selector reads in error messages: `send_ident "…"`, `route "/p" on host "h" of
+    /// server "u"`, ...
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandlerSelector::Id(id) => write!(f, "handler id {id}"),
+            HandlerSelector::SendIdent(ident) => write!(f, "send_ident {ident:?}"),
+            HandlerSelector::Route {
+                server_uuid,
+                host,
+                path,
+            } => write!(
+                f,
+                "route {path:?} on host {host:?} of server {server_uuid:?}"
+            ),
+            HandlerSelector::RoutePath(path) => write!(f, "route path {path:?}"),
+        }
+    }
+}
+
+/// One handler's configuration, with the global settings that change what it receives.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerConfig {
+    /// The handler's row id in the `handler` table.
+    pub id: i64,
+    /// Where Mongrel2 binds its PUSH socket; the handler connects its PULL socket here
+    /// (`tcp://127.0.0.1:9999`), exactly as stored.
+    pub send_spec: String,
+    /// Mongrel2's identity on that PUSH socket; handlers conventionally use it as their UUID.
+    /// Empty if unset.
+    pub send_ident: String,
+    /// Where Mongrel2 binds its SUB socket; the handler connects its PUB socket here, exactly as
+    /// stored.
+    pub recv_spec: String,
+    /// The prefix Mongrel2's SUB socket subscribes to: when not empty, every reply must start
+    /// with it or ZeroMQ drops it. Empty if unset (the usual case: everything gets through).
+    pub recv_ident: String,
+    /// `raw_payload=1`: JSON/XML socket replies are sent as they are instead of base64-decoded.
+    pub raw_payload: bool,
+    /// How request headers are encoded: [`HeaderProtocol::Tnetstring`] when the `protocol` column
+    /// is exactly `tnetstring`, [`HeaderProtocol::Json`] for anything else (Mongrel2's default).
+    pub protocol: HeaderProtocol,
+    /// The `chroot` of the server(s) routing to this handler, which Mongrel2's file paths (upload
+    /// temp files) are relative to. With [`HandlerSelector::Route`] it is that route's server's;
+    /// otherwise it is known only when every server with a handler route to this handler has the
+    /// same chroot. `None` when no server routes to it, when they disagree, or when it is empty.
+    /// A relative chroot (`./`) is relative to the directory Mongrel2 was started in.
+    pub chroot: Option<PathBuf>,
+    /// The `upload.temp_store` setting: the `mkstemp` template (ending in `XXXXXX`) for request
+    /// bodies larger than [`content_length_limit`](Self::content_length_limit). `None` when not
+    /// set, in which case Mongrel2 answers such requests with 413 itself.
+    pub upload_temp_store: Option<String>,
+    /// The directory part of `upload.temp_store` as Mongrel2 sees it (inside its chroot), e.g.
+    /// `/tmp` for `/tmp/upload.XXXXXX`, or `.` for a bare file name: the only directory upload
+    /// paths in `x-mongrel2-upload-start`/`-done` should point into.
+    pub upload_dir: Option<PathBuf>,
+    /// `upload.stream` is non-zero: large bodies arrive as a stream of messages gated by upload
+    /// credits instead of through a temp file.
+    pub upload_stream: bool,
+    /// `download.flow_control` is non-zero: Mongrel2 reports download credits and the handler
+    /// should pace large responses by them.
+    pub flow_control: bool,
+    /// The `limits.content_length` setting: bodies longer than this many bytes go through an
+    /// async or streamed upload. `None` when not set (Mongrel2 then uses 20480). A negative value
+    /// reads as 0.
+    pub content_length_limit: Option<u64>,
+}
+
+/// Loads the handler `selector` names from the Mongrel2 config database at `db`.
+///
+/// The file is opened read-only. Settings are read as Mongrel2 reads them (`atoi`: `"1"` and
+/// `"1 "` are 1, anything that does not start with a number is 0); if a key appears more than
+/// once, the first row wins.
+///
+/// # Errors
+///
+/// [`Error::Config`] when the file does not exist or is not a Mongrel2 config database, when no
+/// handler matches (the message says what was looked for, in which file, and for a route which
+/// part is missing: the server, the host, the route, or a route that is not a handler route),
+/// when a send_ident or route path matches several different handlers, when the handler row has
+/// no `send_spec` or `recv_spec`, or when sqlite fails.
+pub fn load_handler(db: impl AsRef<Path>, selector: &HandlerSelector) -> Result<HandlerConfig> {
+    let db = Db::open(db.as_ref())?;
+    let row = db.select_handler(selector)?;
+    let chroot = match selector {
+        HandlerSelector::Route { server_uuid, .. } => db.one_chroot(
+            "SELECT DISTINCT CAST(chroot AS TEXT) FROM server WHERE uuid = ?1",
+            params![server_uuid],
+        )?,
+        _ => db.one_chroot(
+            "SELECT DISTINCT CAST(s.chroot AS TEXT)
+             FROM route r
+             JOIN host ho ON ho.id = r.host_id
+             JOIN server s ON s.id = ho.server_id
+             WHERE r.target_type = 'handler' AND r.target_id = ?1",
+            params![row.id],
+        )?,
+    };
+
+    let send_spec = row
+        .send_spec
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| db.error(format_args!("handler id {} has no send_spec", row.id)))?;
+    let recv_spec = row
+        .recv_spec
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| db.error(format_args!("handler id {} has no recv_spec", row.id)))?;
+
+    let upload_temp_store = db.setting("upload.temp_store")?;
+    let upload_dir = upload_temp_store.as_deref().and_then(upload_dir);
+    let int_setting = |key| Ok::<_, Error>(db.setting(key)?.map(|v| atoi(&v)));
+    Ok(HandlerConfig {
+        id: row.id,
+        send_spec,
+        send_ident: row.send_ident.unwrap_or_default(),
+        recv_spec,
+        recv_ident: row.recv_ident.unwrap_or_default(),
+        raw_payload: row.raw_payload.is_some_and(|v| v != 0),
+        protocol: match row.protocol.as_deref() {
+            Some("tnetstring") => HeaderProtocol::Tnetstring,
+            _ => HeaderProtocol::Json,
+        },
+        chroot,
+        upload_temp_store,
+        upload_dir,
+        upload_stream: int_setting("upload.stream")?.is_some_and(|v| v != 0),
+        flow_control: int_setting("download.flow_control")?.is_some_and(|v| v != 0),
+        content_length_limit: int_setting("limits.content_length")?
+            .map(|v| u64::try_from(v).unwrap_or(0)),
+    })
+}
+
+/// The tables this module reads; a file without them is not a Mongrel2 config.
+const REQUIRED_TABLES: [&str; 5] = ["handler", "route", "host", "server", "setting"];
+
+/// The handler columns, in [`HandlerRow`] order, for a query that names the table `h`. The casts
+/// keep hand-edited rows with odd column types readable.
+const HANDLER_COLUMNS: &str = "h.id, CAST(h.send_spec AS TEXT), CAST(h.send_ident AS TEXT), \
+     CAST(h.recv_spec AS TEXT), CAST(h.recv_ident AS TEXT), CAST(h.raw_payload AS INTEGER), \
+     CAST(h.protocol AS TEXT)";
+
+/// One row of the `handler` table, NULLs kept.
+struct HandlerRow {
+    id: i64,
+    send_spec: Option<String>,
+    send_ident: Option<String>,
+    recv_spec: Option<String>,
+    recv_ident: Option<String>,
+    raw_payload: Option<i64>,
+    protocol: Option<String>,
+}
+
+impl HandlerRow {
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(HandlerRow {
+            id: row.get(0)?,
+            send_spec: row.get(1)?,
+            send_ident: row.get(2)?,
+            recv_spec: row.get(3)?,
+            recv_ident: row.get(4)?,
+            raw_payload: row.get(5)?,
+            protocol: row.get(6)?,
+        })
+    }
+}
+
+/// An open config database and its path, for error messages.
+struct Db<'p> {
+    conn: Connection,
+    path: &'p Path,
+}
+
+impl<'p> Db<'p> {
+    fn open(path: &'p Path) -> Result<Self> {
+        let shown = path.display();
+        match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::Config(format!("config database {shown} not found")));
+            }
+            Err(e) => {
+                return Err(Error::Config(format!(
+                    "cannot read config database {shown}: {e}"
+                )));
+            }
+            Ok(meta) if meta.is_dir() => {
+                return Err(Error::Config(format!(
+                    "config database {shown} is a directory"
+                )));
+            }
+            Ok(_) => {}
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)
+            .map_err(|e| Error::Config(format!("cannot open config database {shown}: {e}")))?;
+        let db = Db { conn, path };
+        // m2sh may be rewriting the file right now.
+        db.conn
+            .busy_timeout(Duration::from_secs(2))
+            .map_err(|e| db.sql(e))?;
+
+        let mut present = Vec::new();
+        let mut stmt = db
+            .conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .map_err(|e| db.not_a_config(e))?;
+        let names = stmt
+            .query_map([], |row| row.get::<_, String>(0))
+            .map_err(|e| db.not_a_config(e))?;
+        for name in names {
+            present.push(name.map_err(|e| db.not_a_config(e))?);
+        }
+        drop(stmt);
+        if let Some(missing) = REQUIRED_TABLES
+            .iter()
+            .find(|t| !present.iter().any(|p| p == *t))
+        {
+            return Err(Error::Config(format!(
+                "{shown} is not a Mongrel2 config database (it has no {missing} table)"
+            )));
+        }
+        Ok(db)
+    }
+
+    /// `Error::Config("{what} in {path}")`.
+    fn error(&self, what: impl fmt::Display) -> Error {
+        Error::Config(format!("{what} in {}", self.path.display()))
+    }
+
+    fn sql(&self, e: rusqlite::Error) -> Error {
+        Error::Config(format!("reading {}: {e}", self.path.display()))
+    }
+
+    fn not_a_config(&self, e: rusqlite::Error) -> Error {
+        if e.sqlite_error_code() == Some(ErrorCode::NotADatabase) {
+            Error::Config(format!(
+                "{} is not a Mongrel2 config database ({e})",
+                self.path.display()
+            ))
+        } else {
+            self.sql(e)
+        }
+    }
+
+    fn handlers(&self, sql: &str, params: impl Params) -> Result<Vec<HandlerRow>> {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map(params, HandlerRow::from_row)
+            .map_err(|e| self.sql(e))?;
+        let mut out: Vec<HandlerRow> = Vec::new();
+        for row in rows {
+            let row = row.map_err(|e| self.sql(e))?;
+            if !out.iter().any(|r| r.id == row.id) {
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The one handler of `rows`; `None` if there is none, an error if there are several.
+    fn unique(
+        &self,
+        mut rows: Vec<HandlerRow>,
+        selector: &HandlerSelector,
+    ) -> Result<Option<HandlerRow>> {
+        match rows.len() {
+            0 => Ok(None),
+            1 => Ok(rows.pop()),
+            _ => {
+                let ids: Vec<String> = rows.iter().map(|r| r.id.to_string()).collect();
+                let hint = match selector {
+                    HandlerSelector::RoutePath(_) => {
+                        "; select it by server, host and path (HandlerSelector::Route) or by id"
+                    }
+                    _ => "; select it by id",
+                };
+                Err(Error::Config(format!(
+                    "{selector} matches several different handlers (ids {}) in {}{hint}",
+                    ids.join(", "),
+                    self.path.display()
+                )))
+            }
+        }
+    }
+
+    fn select_handler(&self, selector: &HandlerSelector) -> Result<HandlerRow> {
+        let rows = match selector {
+            HandlerSelector::Id(id) => self.handlers(
+                &format!("SELECT {HANDLER_COLUMNS} FROM handler h WHERE h.id = ?1"),
+                params![id],
+            )?,
+            HandlerSelector::SendIdent(ident) => self.handlers(
+                &format!(
+                    "SELECT {HANDLER_COLUMNS} FROM handler h WHERE h.send_ident = ?1 ORDER BY h.id"
+                ),
+                params![ident],
+            )?,
+            HandlerSelector::Route {
+                server_uuid,
+                host,
+                path,
+            } => self.handlers(
+                &format!(
+                    "SELECT {HANDLER_COLUMNS}
+                     FROM server s
+                     JOIN host ho ON ho.server_id = s.id
+                     JOIN route r ON r.host_id = ho.id AND r.target_type = 'handler'
+                     JOIN handler h ON h.id = r.target_id
+                     WHERE s.uuid = ?1 AND ho.name = ?2 AND r.path = ?3
+                     ORDER BY h.id"
+                ),
+                params![server_uuid, host, path],
+            )?,
+            HandlerSelector::RoutePath(path) => self.handlers(
+                &format!(
+                    "SELECT {HANDLER_COLUMNS}
+                     FROM route r JOIN handler h ON h.id = r.target_id
+                     WHERE r.target_type = 'handler' AND r.path = ?1
+                     ORDER BY h.id"
+                ),
+                params![path],
+            )?,
+        };
+        match self.unique(rows, selector)? {
+            Some(row) => Ok(row),
+            None => Err(self.not_found(selector)?),
+        }
+    }
+
+    /// Why `selector` found nothing, as precisely as the database can tell.
+    fn not_found(&self, selector: &HandlerSelector) -> Result<Error> {
+        Ok(match selector {
+            HandlerSelector::Id(id) => self.error(format_args!("no handler with id {id}")),
+            HandlerSelector::SendIdent(ident) => {
+                self.error(format_args!("no handler with send_ident {ident:?}"))
+            }
+            HandlerSelector::Route {
+                server_uuid,
+                host,
+                path,
+            } => {
+                if !self.exists("SELECT 1 FROM server WHERE uuid = ?1", params![server_uuid])? {
+                    return Ok(self.error(format_args!("no server with uuid {server_uuid:?}")));
+                }
+                if !self.exists(
+                    "SELECT 1 FROM host ho JOIN server s ON s.id = ho.server_id
+                     WHERE s.uuid = ?1 AND ho.name = ?2",
+                    params![server_uuid, host],
+                )? {
+                    return Ok(self.error(format_args!(
+                        "server {server_uuid:?} has no host named {host:?}"
+                    )));
+                }
+                let targets = self.route_targets(
+                    "SELECT DISTINCT CAST(r.target_type AS TEXT), r.target_id
+                     FROM route r
+                     JOIN host ho ON ho.id = r.host_id
+                     JOIN server s ON s.id = ho.server_id
+                     WHERE s.uuid = ?1 AND ho.name = ?2 AND r.path = ?3",
+                    params![server_uuid, host, path],
+                )?;
+                self.explain_targets(selector, &targets)
+            }
+            HandlerSelector::RoutePath(path) => {
+                let targets = self.route_targets(
+                    "SELECT DISTINCT CAST(target_type AS TEXT), target_id FROM route WHERE path = ?1",
+                    params![path],
+                )?;
+                self.explain_targets(selector, &targets)
+            }
+        })
+    }
+
+    fn route_targets(
+        &self,
+        sql: &str,
+        params: impl Params,
+    ) -> Result<Vec<(Option<String>, Option<i64>)>> {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map(params, |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.sql(e))
+    }
+
+    /// The error for a route selector whose routes (`targets`) lead to no handler row.
+    fn explain_targets(
+        &self,
+        selector: &HandlerSelector,
+        targets: &[(Option<String>, Option<i64>)],
+    ) -> Error {
+        if targets.is_empty() {
+            return self.error(format_args!("no {selector}"));
+        }
+        if let Some((_, id)) = targets
+            .iter()
+            .find(|(t, _)| t.as_deref() == Some("handler"))
+        {
+            let id = id.map_or_else(|| "NULL".to_owned(), |id| id.to_string());
+            return self.error(format_args!(
+                "{selector} points to handler id {id}, which does not exist"
+            ));
+        }
+        let kinds: Vec<&str> = targets
+            .iter()
+            .map(|(t, _)| t.as_deref().unwrap_or("NULL"))
+            .collect();
+        self.error(format_args!(
+            "{selector} is a {} route, not a handler route",
+            kinds.join("/")
+        ))
+    }
+
+    fn exists(&self, sql: &str, params: impl Params) -> Result<bool> {
+        self.conn
+            .query_row(sql, params, |_| Ok(()))
+            .optional()
+            .map(|found| found.is_some())
+            .map_err(|e| self.sql(e))
+    }
+
+    /// The single non-empty chroot the query returns, if it returns exactly one value.
+    fn one_chroot(&self, sql: &str, params: impl Params) -> Result<Option<PathBuf>> {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.sql(e))?;
+        let values: Vec<Option<String>> = stmt
+            .query_map(params, |row| row.get(0))
+            .map_err(|e| self.sql(e))?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.sql(e))?;
+        Ok(match values.as_slice() {
+            [Some(chroot)] if !chroot.is_empty() => Some(PathBuf::from(chroot)),
+            _ => None,
+        })
+    }
+
+    /// A setting's value as text, if the key is present (first row wins).
+    fn setting(&self, key: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT CAST(value AS TEXT) FROM setting WHERE key = ?1 ORDER BY id LIMIT 1",
+                params![key],
+                |row| row.get::<_, Option<String>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(|e| self.sql(e))
+    }
+}
+
+/// The directory of an `mkstemp` template: `/tmp` for `/tmp/upload.XXXXXX`, `.` for a bare name.
+fn upload_dir(temp_store: &str) -> Option<PathBuf> {
+    let parent = Path::new(temp_store).parent()?;
+    Some(if parent.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        parent.to_path_buf()
+    })
+}
+
+/// C's `atoi`, as Mongrel2's `Setting_get_int` uses it: leading whitespace, an optional sign, then
+/// as many digits as there are; 0 when there are none. Saturates instead of overflowing.
+fn atoi(s: &str) -> i64 {
+    let s = s.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
+    let (negative, digits) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let n = digits
+        .bytes()
+        .take_while(u8::is_ascii_digit)
+        .fold(0i64, |n, d| {
+            n.saturating_mul(10).saturating_add(i64::from(d - b'0'))
+        });
+    if negative {
+        -n
+    } else {
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const TNET_IDENT: &str = "34f9ceee-cd52-4b7f-b197-88bf2f0ec378";
+    const JSON_IDENT: &str = "9ed3a9c8-0e45-4b3c-8a5a-1c3c9d4e2f10";
+
+    /// Two handlers on two servers; `/handler` leads to a different handler on each server, and
+    /// the Dir route gets directory id 1, the same number as the tnet handler's id.
+    const CONFIG: &str = r#"
+tnet = Handler(send_spec='tcp://127.0.0.1:6701', send_ident='34f9ceee-cd52-4b7f-b197-88bf2f0ec378',
+               recv_spec='tcp://127.0.0.1:6702', recv_ident='', protocol='tnetstring')
+json = Handler(send_spec='ipc://run/json-send', send_ident='9ed3a9c8-0e45-4b3c-8a5a-1c3c9d4e2f10',
+               recv_spec='ipc://run/json-recv', recv_ident='9ed3a9c8-0e45-4b3c-8a5a-1c3c9d4e2f10',
+               raw_payload=1)
+main = Server(uuid='m2-main', chroot='/srv/main', access_log='/logs/access.log',
+              error_log='/logs/error.log', pid_file='/run/mongrel2.pid', default_host='localhost',
+              name='main', port=6780,
+              hosts=[Host(name='localhost', routes={'/handler': tnet, '/ws': tnet, '@tnet': tnet,
+                                                    '/json': json})])
+other = Server(uuid='m2-other', chroot='./', access_log='/logs/access.log',
+               error_log='/logs/error.log', pid_file='/run/mongrel2.pid', default_host='example.com',
+               name='other', port=6781,
+               hosts=[Host(name='example.com', routes={'/handler': json,
+                          '/static/': Dir(base='static/', index_file='index.html',
+                                          default_ctype='text/plain')})])
+settings = {'limits.content_length': 4096, 'upload.temp_store': '/tmp/upload.XXXXXX',
+            'upload.stream': 1, 'download.flow_control': 1}
+servers = [main, other]
+"#;
+
+    /// One handler, one server, no settings.
+    const MINIMAL: &str = r#"
+app = Handler(send_spec='tcp://127.0.0.1:7701', send_ident='app', recv_spec='tcp://127.0.0.1:7702',
+              recv_ident='')
+main = Server(uuid='solo', chroot='', access_log='/a.log', error_log='/e.log', pid_file='/p.pid',
+              default_host='localhost', name='solo', port=7780,
+              hosts=[Host(name='localhost', routes={'/': app})])
+servers = [main]
+"#;
+
+    /// A scratch directory, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> Self {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "m2wsgi-config-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Writes `config` and loads it with the real `m2sh load`; returns the database path.
+    fn m2sh_load(dir: &TempDir, config: &str) -> PathBuf {
+        let conf = dir.0.join("mongrel2.conf");
+        let db = dir.0.join("config.sqlite");
+        std::fs::write(&conf, config).unwrap();
+        let out = match Command::new("m2sh")
+            .arg("load")
+            .arg("-config")
+            .arg(&conf)
+            .arg("-db")
+            .arg(&db)
+            .current_dir(&dir.0)
+            .env("LOGNAME", "m2wsgi-test")
+            .output()
+        {
+            Ok(out) => out,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                panic!("m2sh not installed: run scripts/install-deps.sh")
+            }
+            Err(e) => panic!("running m2sh: {e}"),
+        };
+        // m2sh exits 0 even when it cannot read the config: check the database too.
+        assert!(
+            out.status.success() && db.is_file(),
+            "m2sh load failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        db
+    }
+
+    fn fixture() -> (TempDir, PathBuf) {
+        let dir = TempDir::new();
+        let db = m2sh_load(&dir, CONFIG);
+        (dir, db)
+    }
+
+    fn id_of(db: &Path, send_ident: &str) -> i64 {
+        load_handler(db, &HandlerSelector::SendIdent(send_ident.into()))
+            .unwrap()
+            .id
+    }
+
+    fn route(server: &str, host: &str, path: &str) -> HandlerSelector {
+        HandlerSelector::Route {
+            server_uuid: server.into(),
+            host: host.into(),
+            path: path.into(),
+        }
+    }
+
+    fn config_error(db: &Path, selector: &HandlerSelector) -> String {
+        match load_handler(db, selector) {
+            Err(Error::Config(msg)) => msg,
+            other => panic!("{selector}: expected Error::Config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn by_send_ident_tnetstring_handler() {
+        let (_dir, db) = fixture();
+        let cfg = load_handler(&db, &HandlerSelector::SendIdent(TNET_IDENT.into())).unwrap();
+        assert_eq!(cfg.send_spec, "tcp://127.0.0.1:6701");
+        assert_eq!(cfg.send_ident, TNET_IDENT);
+        assert_eq!(cfg.recv_spec, "tcp://127.0.0.1:6702");
+        assert_eq!(cfg.recv_ident, "");
+        assert!(!cfg.raw_payload);
+        assert_eq!(cfg.protocol, HeaderProtocol::Tnetstring);
+        // Only `main` has handler routes to it; `other`'s Dir route has the same target id.
+        assert_eq!(cfg.chroot, Some(PathBuf::from("/srv/main")));
+        assert_eq!(cfg.upload_temp_store.as_deref(), Some("/tmp/upload.XXXXXX"));
+        assert_eq!(cfg.upload_dir, Some(PathBuf::from("/tmp")));
+        assert!(cfg.upload_stream);
+        assert!(cfg.flow_control);
+        assert_eq!(cfg.content_length_limit, Some(4096));
+    }
+
+    #[test]
+    fn dir_route_target_id_collides_with_tnet_handler() {
+        // Guards the chroot assertion above: it only tests the target_type filter if the Dir's
+        // id really equals the tnet handler's id.
+        let (_dir, db) = fixture();
+        let conn = Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let dir_id: i64 = conn
+            .query_row(
+                "SELECT target_id FROM route WHERE target_type = 'dir'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(dir_id, id_of(&db, TNET_IDENT));
+    }
+
+    #[test]
+    fn by_send_ident_json_handler() {
+        let (_dir, db) = fixture();
+        let cfg = load_handler(&db, &HandlerSelector::SendIdent(JSON_IDENT.into())).unwrap();
+        assert_eq!(cfg.send_spec, "ipc://run/json-send");
+        assert_eq!(cfg.recv_spec, "ipc://run/json-recv");
+        assert_eq!(cfg.recv_ident, JSON_IDENT);
+        assert!(cfg.raw_payload);
+        assert_eq!(cfg.protocol, HeaderProtocol::Json);
+        // Routed by `main` (/srv/main) and `other` (./): no single chroot.
+        assert_eq!(cfg.chroot, None);
+    }
+
+    #[test]
+    fn by_id() {
+        let (_dir, db) = fixture();
+        for ident in [TNET_IDENT, JSON_IDENT] {
+            let id = id_of(&db, ident);
+            let cfg = load_handler(&db, &HandlerSelector::Id(id)).unwrap();
+            assert_eq!(cfg.id, id);
+            assert_eq!(cfg.send_ident, ident);
+        }
+        assert_ne!(id_of(&db, TNET_IDENT), id_of(&db, JSON_IDENT));
+    }
+
+    #[test]
+    fn by_route() {
+        let (_dir, db) = fixture();
+        let cfg = load_handler(&db, &route("m2-main", "localhost", "/handler")).unwrap();
+        assert_eq!(cfg.send_ident, TNET_IDENT);
+        assert_eq!(cfg.chroot, Some(PathBuf::from("/srv/main")));
+
+        let cfg = load_handler(&db, &route("m2-main", "localhost", "@tnet")).unwrap();
+        assert_eq!(cfg.send_ident, TNET_IDENT);
+
+        // The same handler through the other server carries that server's chroot.
+        let cfg = load_handler(&db, &route("m2-other", "example.com", "/handler")).unwrap();
+        assert_eq!(cfg.send_ident, JSON_IDENT);
+        assert_eq!(cfg.chroot, Some(PathBuf::from("./")));
+        let cfg = load_handler(&db, &route("m2-main", "localhost", "/json")).unwrap();
+        assert_eq!(cfg.send_ident, JSON_IDENT);
+        assert_eq!(cfg.chroot, Some(PathBuf::from("/srv/main")));
+    }
+
+    #[test]
+    fn by_route_path() {
+        let (_dir, db) = fixture();
+        for (path, ident) in [
+            ("/ws", TNET_IDENT),
+            ("@tnet", TNET_IDENT),
+            ("/json", JSON_IDENT),
+        ] {
+            let cfg = load_handler(&db, &HandlerSelector::RoutePath(path.into())).unwrap();
+            assert_eq!(cfg.send_ident, ident, "{path}");
+        }
+    }
+
+    #[test]
+    fn route_path_to_several_handlers_is_an_error() {
+        let (_dir, db) = fixture();
+        let msg = config_error(&db, &HandlerSelector::RoutePath("/handler".into()));
+        let (a, b) = (id_of(&db, TNET_IDENT), id_of(&db, JSON_IDENT));
+        let ids = format!("(ids {}, {})", a.min(b), a.max(b));
+        assert!(
+            msg.starts_with("route path \"/handler\" matches several different handlers"),
+            "{msg}"
+        );
+        assert!(msg.contains(&ids), "{msg}");
+        assert!(msg.contains(&db.display().to_string()), "{msg}");
+        assert!(msg.contains("HandlerSelector::Route"), "{msg}");
+    }
+
+    #[test]
+    fn not_found_errors() {
+        let (_dir, db) = fixture();
+        let at = db.display();
+        let table = [
+            (
+                HandlerSelector::Id(999),
+                format!("no handler with id 999 in {at}"),
+            ),
+            (
+                HandlerSelector::SendIdent("x".into()),
+                format!("no handler with send_ident \"x\" in {at}"),
+            ),
+            (
+                route("nope", "localhost", "/handler"),
+                format!("no server with uuid \"nope\" in {at}"),
+            ),
+            (
+                route("m2-main", "example.com", "/handler"),
+                format!("server \"m2-main\" has no host named \"example.com\" in {at}"),
+            ),
+            (
+                route("m2-main", "localhost", "/nope"),
+                format!("no route \"/nope\" on host \"localhost\" of server \"m2-main\" in {at}"),
+            ),
+            (
+                route("m2-other", "example.com", "/static/"),
+                format!(
+                    "route \"/static/\" on host \"example.com\" of server \"m2-other\" is a dir \
+                     route, not a handler route in {at}"
+                ),
+            ),
+            (
+                HandlerSelector::RoutePath("/nope".into()),
+                format!("no route path \"/nope\" in {at}"),
+            ),
+            (
+                HandlerSelector::RoutePath("/static/".into()),
+                format!("route path \"/static/\" is a dir route, not a handler route in {at}"),
+            ),
+        ];
+        for (selector, want) in table {
+            assert_eq!(config_error(&db, &selector), want);
+            let err = load_handler(&db, &selector).unwrap_err();
+            assert_eq!(err.to_string(), format!("mongrel2 config: {want}"));
+        }
+    }
+
+    #[test]
+    fn defaults_without_settings() {
+        let dir = TempDir::new();
+        let db = m2sh_load(&dir, MINIMAL);
+        let cfg = load_handler(&db, &HandlerSelector::RoutePath("/".into())).unwrap();
+        assert_eq!(cfg.send_ident, "app");
+        assert_eq!(cfg.protocol, HeaderProtocol::Json);
+        assert!(!cfg.raw_payload);
+        assert_eq!(cfg.chroot, None, "an empty chroot is no chroot");
+        assert_eq!(cfg.upload_temp_store, None);
+        assert_eq!(cfg.upload_dir, None);
+        assert!(!cfg.upload_stream);
+        assert!(!cfg.flow_control);
+        assert_eq!(cfg.content_length_limit, None);
+    }
+
+    #[test]
+    fn missing_file() {
+        let dir = TempDir::new();
+        let db = dir.0.join("nope.sqlite");
+        let msg = config_error(&db, &HandlerSelector::Id(1));
+        assert_eq!(msg, format!("config database {} not found", db.display()));
+        assert!(!db.exists(), "a read-only open must not create the file");
+
+        let msg = config_error(&dir.0, &HandlerSelector::Id(1));
+        assert_eq!(
+            msg,
+            format!("config database {} is a directory", dir.0.display())
+        );
+    }
+
+    #[test]
+    fn not_a_config_database() {
+        let dir = TempDir::new();
+        let junk = dir.0.join("junk.sqlite");
+        std::fs::write(
+            &junk,
+            b"tcp://127.0.0.1:9999 is not sqlite, just some text ...........",
+        )
+        .unwrap();
+        let msg = config_error(&junk, &HandlerSelector::Id(1));
+        assert!(
+            msg.starts_with(&format!(
+                "{} is not a Mongrel2 config database",
+                junk.display()
+            )),
+            "{msg}"
+        );
+
+        let empty = dir.0.join("empty.sqlite");
+        std::fs::write(&empty, b"").unwrap();
+        let msg = config_error(&empty, &HandlerSelector::Id(1));
+        assert_eq!(
+            msg,
+            format!(
+                "{} is not a Mongrel2 config database (it has no handler table)",
+                empty.display()
+            )
+        );
+
+        let other = dir.0.join("other.sqlite");
+        Connection::open(&other)
+            .unwrap()
+            .execute_batch("CREATE TABLE handler (id INTEGER PRIMARY KEY, send_spec TEXT);")
+            .unwrap();
+        let msg = config_error(&other, &HandlerSelector::Id(1));
+        assert_eq!(
+            msg,
+            format!(
+                "{} is not a Mongrel2 config database (it has no route table)",
+                other.display()
+            )
+        );
+    }
+
+    #[test]
+    fn settings_read_like_mongrel2() {
+        let (dir, db) = fixture();
+        // Rewrite the settings by hand, as a user might with sqlite3.
+        let hand = dir.0.join("hand.sqlite");
+        std::fs::copy(&db, &hand).unwrap();
+        Connection::open(&hand)
+            .unwrap()
+            .execute_batch(
+                "DELETE FROM setting;
+                 INSERT INTO setting (key, value) VALUES ('upload.stream', ' 2 ');
+                 INSERT INTO setting (key, value) VALUES ('download.flow_control', 'yes');
+                 INSERT INTO setting (key, value) VALUES ('limits.content_length', 100);
+                 INSERT INTO setting (key, value) VALUES ('limits.content_length', 200);
+                 INSERT INTO setting (key, value) VALUES ('upload.temp_store', 'upload.XXXXXX');
+                 UPDATE handler SET protocol = 'TNETSTRING', raw_payload = NULL;",
+            )
+            .unwrap();
+        let cfg = load_handler(&hand, &HandlerSelector::SendIdent(TNET_IDENT.into())).unwrap();
+        assert!(cfg.upload_stream);
+        assert!(!cfg.flow_control, "atoi(\"yes\") is 0");
+        assert_eq!(cfg.content_length_limit, Some(100), "the first row wins");
+        assert_eq!(cfg.upload_dir, Some(PathBuf::from(".")));
+        assert_eq!(
+            cfg.protocol,
+            HeaderProtocol::Json,
+            "only exactly 'tnetstring' is tnetstring"
+        );
+        assert!(!cfg.raw_payload);
+    }
+
+    #[test]
+    fn missing_specs_are_errors() {
+        let (dir, db) = fixture();
+        let hand = dir.0.join("hand.sqlite");
+        std::fs::copy(&db, &hand).unwrap();
+        Connection::open(&hand)
+            .unwrap()
+            .execute_batch("UPDATE handler SET recv_spec = NULL;")
+            .unwrap();
+        let id = id_of(&db, TNET_IDENT);
+        assert_eq!(
+            config_error(&hand, &HandlerSelector::Id(id)),
+            format!("handler id {id} has no recv_spec in {}", hand.display())
+        );
+    }
+
+    #[test]
+    fn atoi_table() {
+        let table = [
+            ("1", 1),
+            ("0", 0),
+            ("", 0),
+            ("  42abc", 42),
+            ("+7", 7),
+            ("-20", -20),
+            ("yes", 0),
+            ("- 1", 0),
+            ("99999999999999999999999", i64::MAX),
+        ];
+        for (input, want) in table {
+            assert_eq!(atoi(input), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn upload_dir_table() {
+        let table = [
+            ("/tmp/upload.XXXXXX", Some("/tmp")),
+            ("tmp/up.XXXXXX", Some("tmp")),
+            ("upload.XXXXXX", Some(".")),
+            ("/upload.XXXXXX", Some("/")),
+            ("", None),
+        ];
+        for (input, want) in table {
+            assert_eq!(upload_dir(input), want.map(PathBuf::from), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn public_types_are_send_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<HandlerConfig>();
+        assert_send_sync::<HandlerSelector>();
+    }
+}
