@@ -18,6 +18,8 @@
 //! - [`tnetstring`]: a strict, zero-copy tnetstring and netstring parser and encoder.
 //! - [`codec`]: the Mongrel2 message format in both directions ([`RawMessage`], [`Message`],
 //!   [`codec::response`], [`codec::websocket`]). Pure: bytes in, values out, fuzzed.
+//! - `wsgi` (feature `wsgi`): a PEP 3333 bridge serving Python WSGI applications, embedding
+//!   CPython through PyO3; the `m2wsgi` command is built on it.
 //!
 //! ## Decoding a request
 //!
@@ -53,6 +55,8 @@ pub mod codec;
 pub mod config;
 #[cfg(feature = "runtime")]
 mod connection;
+#[cfg(feature = "runtime")]
+mod device;
 mod error;
 #[cfg(feature = "runtime")]
 mod request;
@@ -63,6 +67,9 @@ pub mod tnetstring;
 #[cfg(feature = "runtime")]
 #[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
 pub mod upload;
+#[cfg(feature = "wsgi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "wsgi")))]
+pub mod wsgi;
 
 pub use codec::{HeaderProtocol, Message, MessageKind, RawMessage};
 #[cfg(feature = "config-db")]
@@ -70,7 +77,7 @@ pub use codec::{HeaderProtocol, Message, MessageKind, RawMessage};
 pub use config::{load_handler, HandlerConfig, HandlerSelector};
 #[cfg(feature = "runtime")]
 #[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
-pub use connection::{Connection, ConnectionBuilder, UploadPolicy};
+pub use connection::{Connection, ConnectionBuilder, Device, UploadPolicy};
 pub use error::{Error, ParseError, ParseErrorKind, Result};
 #[cfg(feature = "runtime")]
 #[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]

@@ -22,6 +22,8 @@ pub const MAX_CREDITS: u64 = 102_400;
 
 /// Largest message a flow-controlled stream sends at once.
 const FLOW_PIECE: usize = 64 * 1024;
+/// A flow-controlled writer sends once this much credit (or the whole rest) is available.
+const MIN_FLOW_PIECE: u64 = 16 * 1024;
 /// Without flow control, message `k` of a stream holds at least `FIRST_MESSAGE << k` bytes, so
 /// that Mongrel2's 16-message deliver queue (`DELIVER_OUTSTANDING_MSGS`) covers 4 GiB.
 const FIRST_MESSAGE: usize = 64 * 1024;
@@ -75,11 +77,7 @@ impl ConnState {
         self.cond.notify_all();
     }
 
-    fn wait<'a>(
-        &self,
-        g: MutexGuard<'a, ConnInner>,
-        d: Duration,
-    ) -> MutexGuard<'a, ConnInner> {
+    fn wait<'a>(&self, g: MutexGuard<'a, ConnInner>, d: Duration) -> MutexGuard<'a, ConnInner> {
         self.cond
             .wait_timeout(g, d)
             .map(|(g, _)| g)
@@ -144,7 +142,7 @@ impl Responder {
                             if g.disconnected {
                                 return Err(Error::Closed);
                             }
-                            if c >= want {
+                            if c >= want.min(MIN_FLOW_PIECE) {
                                 break;
                             }
                             if Instant::now() >= deadline {
@@ -157,7 +155,8 @@ impl Responder {
                             }
                             g = self.state.wait(g, Duration::from_millis(200));
                         }
-                        let n = want;
+                        // As much of the piece as the window allows (at least 16 KiB).
+                        let n = want.min(g.credits.unwrap_or(0));
                         g.credits = Some(g.credits.unwrap_or(0) - n);
                         n as usize
                     }
@@ -335,11 +334,32 @@ impl Request {
     /// # Errors
     /// Infallible today; the `Result` leaves room for checks.
     pub fn stream(
-        mut self,
+        self,
         status: StatusCode,
         headers: &HeaderMap,
         len: Option<u64>,
     ) -> Result<ResponseStream> {
+        self.stream_with_reason(status, b"", headers, len)
+    }
+
+    /// Like [`stream`](Request::stream), with `reason` as the status line's reason phrase
+    /// (for a gateway passing on an application's own, such as WSGI's `"200 Fine"`). An empty
+    /// or invalid reason (CR, LF or other control bytes) gives the standard one.
+    ///
+    /// # Errors
+    /// As [`stream`](Request::stream).
+    pub fn stream_with_reason(
+        mut self,
+        status: StatusCode,
+        reason: &[u8],
+        headers: &HeaderMap,
+        len: Option<u64>,
+    ) -> Result<ResponseStream> {
+        let reason_ok = !reason.is_empty()
+            && reason
+                .iter()
+                .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f));
+        let reason = if reason_ok { Some(reason) } else { None };
         self.answered = true;
         let version = self.msg.version().unwrap_or(Version::HTTP_11);
         let body_ok = allows_body(self.msg.method(), status);
@@ -361,8 +381,7 @@ impl Request {
         }
         if wants_close && framing != Framing::Close && !headers.contains_key(CONNECTION) {
             extra.insert(CONNECTION, HeaderValue::from_static("close"));
-        } else if version == Version::HTTP_10 && !wants_close && !headers.contains_key(CONNECTION)
-        {
+        } else if version == Version::HTTP_10 && !wants_close && !headers.contains_key(CONNECTION) {
             extra.insert(CONNECTION, HeaderValue::from_static("keep-alive"));
         }
         let mut all;
@@ -380,23 +399,39 @@ impl Request {
                 if !hs.contains_key(http::header::CONTENT_LENGTH) {
                     all = hs.clone();
                     all.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
-                    return Ok(self.stream_from(version, status, &all, framing, wants_close));
+                    return Ok(self.stream_from(
+                        version,
+                        status,
+                        reason,
+                        &all,
+                        framing,
+                        wants_close,
+                    ));
                 }
             }
         }
-        Ok(self.stream_from(version, status, hs, framing, wants_close))
+        Ok(self.stream_from(version, status, reason, hs, framing, wants_close))
     }
 
     fn stream_from(
         &mut self,
         version: Version,
         status: StatusCode,
+        reason: Option<&[u8]>,
         headers: &HeaderMap,
         framing: Framing,
         close_after: bool,
     ) -> ResponseStream {
         let mut buf = Vec::with_capacity(512);
         encode_head(&mut buf, version, status, headers, framing);
+        if let Some(reason) = reason {
+            // "HTTP/1.x NNN " is 13 bytes; the standard reason runs to the first CRLF.
+            if let Some(end) = buf.windows(2).position(|w| w == b"\r\n") {
+                if end >= 13 && buf[13..end] != *reason {
+                    buf.splice(13..end, reason.iter().copied());
+                }
+            }
+        }
         ResponseStream {
             responder: self.responder.clone(),
             buf,
@@ -471,7 +506,13 @@ pub(crate) fn simple_response(version: Version, status: StatusCode, close: bool)
         h.insert(CONNECTION, HeaderValue::from_static("close"));
     }
     let mut out = Vec::with_capacity(160);
-    encode_head(&mut out, version, status, &h, Framing::Length(body.len() as u64 + 1));
+    encode_head(
+        &mut out,
+        version,
+        status,
+        &h,
+        Framing::Length(body.len() as u64 + 1),
+    );
     out.extend_from_slice(body.as_bytes());
     out.push(b'\n');
     out
@@ -609,6 +650,23 @@ impl ResponseStream {
             self.responder.close()?;
         }
         Ok(())
+    }
+}
+
+impl ResponseStream {
+    /// Abandons the response after an error: discards what is buffered and drops the client
+    /// connection at once (`X ctl cancel`), so a truncated body never looks complete, even a
+    /// close-delimited one.
+    ///
+    /// # Errors
+    /// [`Error::Socket`] when ZeroMQ fails.
+    pub fn abort(mut self) -> Result<()> {
+        self.finished = true;
+        self.buf.clear();
+        if self.responder.is_disconnected() {
+            return Ok(());
+        }
+        self.responder.cancel()
     }
 }
 

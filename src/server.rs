@@ -41,6 +41,8 @@ pub(crate) struct Job {
 struct Queue {
     jobs: VecDeque<(Arc<ConnState>, Job)>,
     closing: bool,
+    /// Workers waiting in `Worker::next`.
+    idle: usize,
 }
 
 #[derive(Debug)]
@@ -58,6 +60,11 @@ impl Shared {
         self.queue
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Tells the connection (a device, if any) how many requests could start right now.
+    fn report(&self, q: &Queue) {
+        self.conn.set_capacity(q.idle.saturating_sub(q.jobs.len()));
     }
 }
 
@@ -291,10 +298,21 @@ impl Worker {
         self.index
     }
 
+    fn make(&mut self, st: Arc<ConnState>, job: Job) -> Request {
+        self.current = Some(Arc::clone(&st));
+        let upload = job.upload.map(UploadFile::new);
+        Request::new(job.msg, self.shared.conn.clone(), st, upload)
+    }
+}
+
+/// `Worker` is an iterator of requests: `for req in worker { ... }`.
+impl Iterator for Worker {
+    type Item = Request;
+
     /// Blocks until the next message for this worker, or returns `None` once the server is
     /// shutting down and the queue is empty. Calling it again means the previous request's
     /// handler has returned: later messages for the same client come to this worker first.
-    pub fn next(&mut self) -> Option<Request> {
+    fn next(&mut self) -> Option<Request> {
         if let Some(st) = self.current.take() {
             let mut g = st.lock();
             if let Some(job) = g.pending.pop_front() {
@@ -304,14 +322,19 @@ impl Worker {
             g.busy = false;
         }
         let mut q = self.shared.queue();
+        q.idle += 1;
         loop {
             if let Some((st, job)) = q.jobs.pop_front() {
+                q.idle -= 1;
+                self.shared.report(&q);
                 drop(q);
                 return Some(self.make(st, job));
             }
             if q.closing {
+                q.idle -= 1;
                 return None;
             }
+            self.shared.report(&q);
             q = self
                 .shared
                 .ready
@@ -319,12 +342,6 @@ impl Worker {
                 .map(|(g, _)| g)
                 .unwrap_or_else(|e| e.into_inner().0);
         }
-    }
-
-    fn make(&mut self, st: Arc<ConnState>, job: Job) -> Request {
-        self.current = Some(Arc::clone(&st));
-        let upload = job.upload.map(UploadFile::new);
-        Request::new(job.msg, self.shared.conn.clone(), st, upload)
     }
 }
 
@@ -420,6 +437,19 @@ impl Dispatcher {
                     reject(&self.conn, &msg, StatusCode::PAYLOAD_TOO_LARGE);
                     return;
                 }
+                // Mongrel2 creates the temp file before it sends the start message, which has
+                // an empty body. A client can send the header itself (with any path and a body):
+                // refuse it here rather than wait for a done message that never comes.
+                if let Err(e) = check_upload(self.conn.upload_policy(), &path, &path) {
+                    log::warn!("connection {id}: upload start refused: {e}; 400");
+                    reject(&self.conn, &msg, StatusCode::BAD_REQUEST);
+                    return;
+                }
+                if !msg.body().is_empty() {
+                    log::warn!("connection {id}: upload start with a body (a spoofed header); 400");
+                    reject(&self.conn, &msg, StatusCode::BAD_REQUEST);
+                    return;
+                }
                 st.lock().upload_start = Some(path);
             }
             MessageKind::UploadDone { start, done } => {
@@ -455,8 +485,7 @@ impl Dispatcher {
                         if g.credits.is_none() {
                             g.credits = Some(c);
                         }
-                    } else if g.credits.is_none() && self.conn.flow_control() && msg.is_request()
-                    {
+                    } else if g.credits.is_none() && self.conn.flow_control() && msg.is_request() {
                         g.credits = Some(crate::request::MAX_CREDITS);
                     }
                     if msg.upload_stream().is_some() {
@@ -479,7 +508,10 @@ impl Dispatcher {
             }
             g.busy = true;
         }
-        self.shared.queue().jobs.push_back((st, job));
+        let mut q = self.shared.queue();
+        q.jobs.push_back((st, job));
+        self.shared.report(&q);
+        drop(q);
         self.shared.ready.notify_one();
     }
 }

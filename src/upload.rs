@@ -33,7 +33,9 @@ pub fn check_upload(policy: &UploadPolicy, start: &[u8], done: &[u8]) -> Result<
             .split(|&b| b == b'/')
             .all(|seg| !seg.is_empty() && seg != b"." && seg != b"..");
     if !normal {
-        return Err(Error::Upload("upload path is not absolute and normal".into()));
+        return Err(Error::Upload(
+            "upload path is not absolute and normal".into(),
+        ));
     }
     let parent_ok = path.parent() == Some(dir.as_path());
     if !parent_ok {

@@ -2,3 +2,6 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod mongrel2;
+pub mod process;
+#[cfg(feature = "runtime")]
+pub mod runtime;

@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# End-to-end throughput through a real Mongrel2, loopback only, bounded in time.
+#
+#   bench/e2e.sh                 3 rounds of wrk -t2 -c32 -d5s per target, then the fairness run
+#   ROUNDS=5 DURATION=10s bench/e2e.sh
+#   TARGETS="dir hello" bench/e2e.sh
+#
+# One Mongrel2 serves every target: a Dir route with the 13 bytes "Hello, world!" (Mongrel2's
+# own static file server, the baseline) and one handler route per handler target. Targets run
+# interleaved, round after round, and the table shows the median of the rounds: req/s, p50 and
+# p99 latency, and the ratio to the Dir baseline, taken per round (both measured back to back)
+# and then the median (goal for the Rust handler: >= 0.8).
+#
+# Adding a target NAME (for example a WSGI app) takes three functions and a word in TARGETS:
+#   declare_NAME   calls `add_handler NAME /route` (allocates its send/recv specs)
+#   start_NAME     starts its processes in the background with `spawn LOGNAME cmd...`; they
+#                  connect to ${SEND[NAME]} / ${RECV[NAME]} with ident ${IDENT[NAME]}
+#   url_NAME       prints the URL wrk should load
+# Everything spawned is killed on exit.
+#
+# Needs: mongrel2, m2sh, wrk, curl, cargo. Runs as root (Mongrel2 chroots into its directory).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO="$PWD"
+
+ROUNDS="${ROUNDS:-3}"
+DURATION="${DURATION:-5s}"
+THREADS="${THREADS:-2}"
+CONNS="${CONNS:-32}"
+WORKERS="${WORKERS:-4}"
+TARGETS="${TARGETS:-dir hello}"
+FAIRNESS="${FAIRNESS:-1}"
+
+for tool in mongrel2 m2sh wrk curl cargo; do
+    command -v "$tool" >/dev/null || { echo "bench: $tool not installed (scripts/install-deps.sh)" >&2; exit 1; }
+done
+
+WORK="$(mktemp -d /tmp/m2wsgi-bench.XXXXXX)"
+PIDS=()
+cleanup() {
+    [[ -f "$WORK/run/mongrel2.pid" ]] && PIDS+=("$(cat "$WORK/run/mongrel2.pid")")
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    sleep 0.3
+    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    [[ -n "${KEEP:-}" ]] || rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+# spawn LOGNAME cmd...: start in the background, log to $WORK/LOGNAME.log, kill on exit.
+spawn() {
+    local name="$1"; shift
+    "$@" >"$WORK/$name.log" 2>&1 &
+    PIDS+=("$!")
+}
+
+declare -A SEND RECV IDENT ROUTE
+HANDLERS=()
+add_handler() {
+    local name="$1" route="$2"
+    SEND[$name]="tcp://127.0.0.1:$(free_port)"
+    RECV[$name]="tcp://127.0.0.1:$(free_port)"
+    IDENT[$name]="$(cat /proc/sys/kernel/random/uuid)"
+    ROUTE[$name]="$route"
+    HANDLERS+=("$name")
+}
+
+# ---------------------------------------------------------------- targets
+declare_dir() { :; }
+start_dir() { :; }
+url_dir() { echo "http://127.0.0.1:$PORT/static/hello.txt"; }
+
+HELLO_BIN="$REPO/target/release/examples/hello"
+declare_hello() { add_handler hello /hello; }
+start_hello() {
+    spawn hello env M2WSGI_LOG=warn "$HELLO_BIN" "${SEND[hello]}" "${RECV[hello]}" \
+        --send-ident "${IDENT[hello]}" --workers "$WORKERS" --allow-sleep
+}
+url_hello() { echo "http://127.0.0.1:$PORT/hello"; }
+
+# ---------------------------------------------------------------- build and configure
+echo "== building examples/hello (release)"
+cargo build --release --example hello -q
+
+PORT="$(free_port)"
+for t in $TARGETS; do "declare_$t"; done
+
+mkdir -p "$WORK"/{logs,run,tmp,static}
+printf 'Hello, world!' >"$WORK/static/hello.txt"
+{
+    routes="'/static/': Dir(base='static/', index_file='index.html', default_ctype='text/plain')"
+    for h in "${HANDLERS[@]}"; do
+        echo "$h = Handler(send_spec='${SEND[$h]}', send_ident='${IDENT[$h]}', recv_spec='${RECV[$h]}', recv_ident='', protocol='tnetstring')"
+        routes="$routes, '${ROUTE[$h]}': $h"
+    done
+    echo "main = Server(uuid='bench', name='main', chroot='./', bind_addr='127.0.0.1', port=$PORT,"
+    echo "    access_log='/logs/access.log', error_log='/logs/error.log', pid_file='/run/mongrel2.pid',"
+    echo "    control_port='ipc://run/control', default_host='localhost',"
+    echo "    hosts=[Host(name='localhost', routes={$routes})])"
+    echo "settings = {'server.daemonize': 0, 'limits.min_ping': 0}"
+    echo "servers = [main]"
+} >"$WORK/mongrel2.conf"
+(cd "$WORK" && LOGNAME="${LOGNAME:-root}" m2sh load -config mongrel2.conf -db config.sqlite >/dev/null)
+cd "$WORK"
+spawn mongrel2 mongrel2 config.sqlite bench
+cd "$REPO"
+for _ in $(seq 100); do
+    curl -s --noproxy '*' --max-time 1 -o /dev/null "http://127.0.0.1:$PORT/static/hello.txt" && break
+    sleep 0.1
+done
+for t in $TARGETS; do "start_$t"; done
+for t in $TARGETS; do
+    url="$("url_$t")"
+    ok=
+    for _ in $(seq 100); do
+        if [[ "$(curl -s --noproxy '*' --max-time 2 "$url")" == "Hello, world!" ]]; then ok=1; break; fi
+        sleep 0.1
+    done
+    [[ -n "$ok" ]] || { echo "bench: target $t ($url) does not answer Hello, world!" >&2; tail -5 "$WORK"/*.log >&2; exit 1; }
+done
+
+# ---------------------------------------------------------------- measure
+# to_ms "1.23ms" / "456.00us" / "1.02s" -> milliseconds
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+        else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+        else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
+        else printf "%.3f", v }'
+}
+# run_wrk URL ARGS... -> "rps p50_ms p99_ms errors"
+run_wrk() {
+    local url="$1"; shift
+    local out
+    out="$(timeout 120 wrk --latency "$@" "$url")"
+    local rps p50 p99 errs
+    rps="$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
+    p50="$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")"
+    p99="$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")"
+    errs="$(awk '/Non-2xx|Socket errors/ {n++} END {print n+0}' <<<"$out")"
+    echo "$rps $p50 $p99 $errs"
+}
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+declare -A RPS P50 P99 ERRS ROUND_RPS RATIOS
+echo "== $ROUNDS rounds of wrk -t$THREADS -c$CONNS -d$DURATION, targets interleaved: $TARGETS"
+for r in $(seq "$ROUNDS"); do
+    for t in $TARGETS; do
+        read -r rps p50 p99 errs < <(run_wrk "$("url_$t")" -t"$THREADS" -c"$CONNS" -d"$DURATION")
+        printf '   round %d  %-12s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms\n' "$r" "$t" "$rps" "$p50" "$p99"
+        RPS[$t]+="$rps "; P50[$t]+="$p50 "; P99[$t]+="$p99 "; ERRS[$t]=$(( ${ERRS[$t]:-0} + errs ))
+        ROUND_RPS[$t]="$rps"
+    done
+    # Each round measures every target back to back: its ratios are the least noisy figure.
+    for t in $TARGETS; do
+        RATIOS[$t]+="$(awk -v a="${ROUND_RPS[$t]}" -v b="${ROUND_RPS[dir]:-0}" 'BEGIN { if (b > 0) printf "%.4f", a / b }') "
+    done
+done
+
+echo
+printf '| %-12s | %10s | %9s | %9s | %8s |\n' target 'req/s' 'p50 ms' 'p99 ms' 'vs Dir'
+printf '|%s|%s|%s|%s|%s|\n' '--------------' '------------' '-----------' '-----------' '----------'
+for t in $TARGETS; do
+    m_rps="$(tr ' ' '\n' <<<"${RPS[$t]}" | grep . | median)"
+    m_p50="$(tr ' ' '\n' <<<"${P50[$t]}" | grep . | median)"
+    m_p99="$(tr ' ' '\n' <<<"${P99[$t]}" | grep . | median)"
+    ratio="$(tr ' ' '\n' <<<"${RATIOS[$t]:-}" | grep . | median || true)"
+    ratio="$(awk -v r="$ratio" 'BEGIN { if (r != "") printf "%.2f", r; else print "-" }')"
+    printf '| %-12s | %10.0f | %9.3f | %9.3f | %8s |\n' "$t" "$m_rps" "$m_p50" "$m_p99" "$ratio"
+    [[ "${ERRS[$t]}" == 0 ]] || echo "   ($t: wrk reported errors or non-2xx answers)"
+done
+echo "(medians of $ROUNDS rounds; 'vs Dir' is the median of the per-round ratios; wrk -t$THREADS -c$CONNS -d$DURATION; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
+
+# ---------------------------------------------------------------- fairness
+if [[ "$FAIRNESS" == 1 && " $TARGETS " == *" hello "* ]]; then
+    echo
+    echo "== fairness: hello with $WORKERS workers; 3 clients keep 2 s requests running while wrk -t1 -c2 -d$DURATION sends fast ones"
+    slow_loop() {
+        local end=$((SECONDS + ${DURATION%s} + 3))
+        while (( SECONDS < end )); do
+            curl -s --noproxy '*' --max-time 10 -o /dev/null "http://127.0.0.1:$PORT/hello?sleep=2000" || true
+        done
+    }
+    for _ in 1 2 3; do slow_loop & PIDS+=("$!"); done
+    sleep 0.5
+    read -r rps p50 p99 errs < <(run_wrk "$(url_hello)" -t1 -c2 -d"$DURATION")
+    printf '| %-28s | %10s | %9s | %9s |\n' 'fast requests during slow' 'req/s' 'p50 ms' 'p99 ms'
+    printf '| %-28s | %10.0f | %9.3f | %9.3f |\n' "hello, $WORKERS workers, 3 slow" "$rps" "$p50" "$p99"
+    wait "${PIDS[@]: -3}" 2>/dev/null || true
+fi

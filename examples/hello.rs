@@ -1,0 +1,79 @@
+//! Hello world: the smallest complete handler. Every HTTP request is answered `200 OK` with the
+//! 13 bytes `Hello, world!`.
+//!
+//! Mongrel2 config (load with `m2sh load -config hello.conf -db config.sqlite`, then start
+//! `mongrel2 config.sqlite main` from the same directory):
+//!
+//! ```text
+//! hello = Handler(send_spec='tcp://127.0.0.1:9999', send_ident='54c6755b-9628-40a4-9a2d-cc82a816345e',
+//!                 recv_spec='tcp://127.0.0.1:9998', recv_ident='', protocol='tnetstring')
+//! main = Server(uuid='main', chroot='./', access_log='/logs/access.log', error_log='/logs/error.log',
+//!               pid_file='/run/mongrel2.pid', default_host='localhost', name='main', port=6767,
+//!               hosts=[Host(name='localhost', routes={'/hello': hello})])
+//! settings = {'server.daemonize': 0}
+//! servers = [main]
+//! ```
+//!
+//! Run it and ask:
+//!
+//! ```text
+//! cargo run --release --example hello -- tcp://127.0.0.1:9999 tcp://127.0.0.1:9998 --workers 4
+//! curl http://127.0.0.1:6767/hello
+//! ```
+//!
+//! Ctrl-C or SIGTERM drains: requests already received are answered, then it exits 0; a second
+//! signal exits at once. With `--device ENDPOINT` it takes requests from an `m2wsgi-device`
+//! instead of from Mongrel2 directly. `--allow-sleep` makes it honour `?sleep=MS` (at most 10 s)
+//! before answering: a slow request on demand, for shutdown and fairness tests; `--delay-ms MS`
+//! makes every answer that slow (a worker that lags behind the others).
+
+mod support;
+
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{HeaderMap, StatusCode};
+use m2wsgi::{Connection, MessageKind, Server};
+use std::time::Duration;
+
+const USAGE: &str = "usage: hello SEND_SPEC RECV_SPEC [--workers N] [--send-ident UUID] \
+                     [--device ENDPOINT] [--allow-sleep] [--delay-ms MS] [--shutdown-timeout SECS]";
+
+fn main() -> m2wsgi::Result<()> {
+    support::init_logging();
+    let args = support::Args::parse(USAGE, &["allow-sleep"]);
+    let mut builder =
+        Connection::builder(args.pos(0, "SEND_SPEC")).recv_spec(args.pos(1, "RECV_SPEC"));
+    if let Some(ident) = args.get("send-ident") {
+        builder = builder.send_ident(ident);
+    }
+    if let Some(device) = args.get("device") {
+        builder = builder.device(device);
+    }
+    let conn = builder.connect()?;
+    let workers = args.num("workers", 4usize);
+    let allow_sleep = args.has("allow-sleep");
+    let delay = Duration::from_millis(args.num("delay-ms", 0));
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    log::info!("hello: {workers} workers, replying to {}", conn.recv_spec());
+    Server::new(conn)
+        .workers(workers)
+        .shutdown_timeout(Duration::from_secs(args.num("shutdown-timeout", 30)))
+        .handle_signals(true)
+        .serve(move |req| {
+            if req.kind() != &MessageKind::Request {
+                return; // disconnect notices and the like need no answer
+            }
+            std::thread::sleep(delay);
+            if allow_sleep {
+                let ms: u64 = support::query_param(req.query().map(|q| &q[..]), "sleep")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                std::thread::sleep(Duration::from_millis(ms.min(10_000)));
+            }
+            if let Err(e) = req.reply_http(StatusCode::OK, &headers, b"Hello, world!") {
+                log::warn!("reply failed: {e}");
+            }
+        })?;
+    log::info!("hello: stopped");
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! Uploads: reads each request body in 64 KiB pieces, never whole, and answers with its size and
+//! CRC-32: `size=N crc32=XXXXXXXX`.
+//!
+//! Bodies above Mongrel2's `limits.content_length` arrive one of two ways, and the same code
+//! reads both through [`Request::body_reader`](m2wsgi::Request::body_reader):
+//! - async upload (`upload.temp_store` set): Mongrel2 writes the body to a temp file and says
+//!   so when done; the handler reads the file in place and it is deleted after the answer. A
+//!   temp-file header that a client forged gets 400 and nothing on disk is touched.
+//! - streamed upload (`upload.stream=1`): the body arrives in slices, each one asked for with
+//!   upload credits.
+//!
+//! Mongrel2 config: as for `hello`, with the route `'/upload': handler` and
+//!
+//! ```text
+//! settings = {'server.daemonize': 0, 'limits.content_length': 4096,
+//!             'upload.temp_store': '/tmp/upload.XXXXXX'}
+//! ```
+//!
+//! `--upload-dir` is the directory of `upload.temp_store` as Mongrel2 sees it (`/tmp`), and
+//! `--chroot` is Mongrel2's chroot on this host (the directory it was started in when it runs as
+//! root with `chroot='./'`). Without `--upload-dir`, async uploads are refused with 413.
+//!
+//! ```text
+//! cargo run --release --example upload -- tcp://127.0.0.1:9999 tcp://127.0.0.1:9998 \
+//!     --upload-dir /tmp --chroot /srv/mongrel2
+//! curl --data-binary @big.iso http://127.0.0.1:6767/upload
+//! ```
+
+mod support;
+
+use http::{HeaderMap, StatusCode};
+use m2wsgi::{Connection, MessageKind, Request, Server};
+use std::io::Read;
+
+const USAGE: &str = "usage: upload SEND_SPEC RECV_SPEC [--upload-dir DIR] [--chroot DIR] \
+                     [--workers N] [--send-ident UUID]";
+
+fn main() -> m2wsgi::Result<()> {
+    support::init_logging();
+    let args = support::Args::parse(USAGE, &[]);
+    let mut builder =
+        Connection::builder(args.pos(0, "SEND_SPEC")).recv_spec(args.pos(1, "RECV_SPEC"));
+    if let Some(dir) = args.get("upload-dir") {
+        builder = builder.upload_dir(dir);
+    }
+    if let Some(dir) = args.get("chroot") {
+        builder = builder.chroot(dir);
+    }
+    if let Some(ident) = args.get("send-ident") {
+        builder = builder.send_ident(ident);
+    }
+    Server::new(builder.connect()?)
+        .workers(args.num("workers", 4usize))
+        .handle_signals(true)
+        .serve(|req| {
+            if matches!(
+                req.kind(),
+                MessageKind::Request | MessageKind::UploadDone { .. }
+            ) {
+                if let Err(e) = answer(req) {
+                    log::warn!("upload failed: {e}");
+                }
+            }
+        })
+}
+
+fn answer(req: Request) -> m2wsgi::Result<()> {
+    let mut body = req.body_reader()?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut size, mut crc) = (0u64, Crc32::new());
+    loop {
+        let n = body.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        crc.update(&buf[..n]);
+    }
+    log::info!("connection {}: {size} bytes", req.conn_id());
+    let text = format!("size={size} crc32={:08x}\n", crc.finish());
+    req.reply_http(StatusCode::OK, &HeaderMap::new(), text.as_bytes())
+}
+
+/// CRC-32 (IEEE 802.3, the one in zlib and `python -c 'import zlib; zlib.crc32(...)'`).
+struct Crc32 {
+    table: [u32; 256],
+    value: u32,
+}
+
+impl Crc32 {
+    fn new() -> Self {
+        let mut table = [0u32; 256];
+        for (i, t) in table.iter_mut().enumerate() {
+            let mut c = i as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+            *t = c;
+        }
+        Crc32 { table, value: !0 }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        for &b in data {
+            self.value =
+                self.table[((self.value ^ u32::from(b)) & 0xff) as usize] ^ (self.value >> 8);
+        }
+    }
+
+    fn finish(&self) -> u32 {
+        !self.value
+    }
+}

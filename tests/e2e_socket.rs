@@ -1,0 +1,225 @@
+//! WebSocket and JSON sockets through a real Mongrel2, with the `websocket` and `json_socket`
+//! examples and raw loopback clients (frames decoded with the crate's own codec).
+#![cfg(feature = "runtime")]
+
+mod support;
+
+use m2wsgi::codec::websocket::{decode_frame, Frame, Opcode};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+use support::mongrel2::{Handler, Mongrel2};
+use support::process::Proc;
+
+const T: Duration = Duration::from_secs(10);
+
+fn start(example: &str, routes: &[&str]) -> (Mongrel2, Proc) {
+    let h = Handler::tcp("app");
+    let mut b = Mongrel2::builder();
+    for r in routes {
+        b = b.handler(r, &h);
+    }
+    let m2 = b.start();
+    let p = Proc::example(
+        example,
+        &[
+            m2.send_spec("app"),
+            m2.recv_spec("app"),
+            "--send-ident",
+            m2.send_ident("app"),
+        ],
+    );
+    (m2, p)
+}
+
+/// A minimal RFC 6455 client.
+struct Ws {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Ws {
+    fn connect(m2: &Mongrel2, path: &str) -> Ws {
+        let mut s = TcpStream::connect(m2.addr()).unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut b).unwrap(), 1, "handshake answer cut short");
+            head.push(b[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        assert!(
+            head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+            "{head}"
+        );
+        // RFC 6455's own example key and accept value.
+        assert!(
+            head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
+            "{head}"
+        );
+        Ws { s, buf: Vec::new() }
+    }
+
+    fn send(&mut self, opcode: Opcode, payload: &[u8]) {
+        let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+        let mut out = vec![0x80 | opcode.as_u8()];
+        match payload.len() {
+            n if n < 126 => out.push(0x80 | n as u8),
+            n if n < 65536 => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.s.write_all(&out).unwrap();
+    }
+
+    fn recv(&mut self) -> Frame {
+        let deadline = Instant::now() + T;
+        loop {
+            match decode_frame(&self.buf, 1 << 30) {
+                Ok((f, rest)) => {
+                    let used = self.buf.len() - rest.len();
+                    self.buf.drain(..used);
+                    return f;
+                }
+                Err(e) if e.kind() == m2wsgi::ParseErrorKind::Incomplete => {}
+                Err(e) => panic!("bad frame from the server: {e}"),
+            }
+            assert!(Instant::now() < deadline, "no frame within {T:?}");
+            let mut b = [0u8; 65536];
+            let n = self.s.read(&mut b).expect("read");
+            assert!(n > 0, "server closed the connection");
+            self.buf.extend_from_slice(&b[..n]);
+        }
+    }
+
+    fn closed(&mut self) -> bool {
+        let mut b = [0u8; 16];
+        self.s
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        matches!(self.s.read(&mut b), Ok(0))
+    }
+}
+
+#[test]
+fn websocket_echo_ping_close() {
+    let (m2, _p) = start("websocket", &["/ws", "/chat"]);
+    let mut ws = Ws::connect(&m2, "/ws");
+    ws.send(Opcode::Text, b"hello text");
+    let f = ws.recv();
+    assert_eq!(
+        (f.opcode, f.payload.as_slice()),
+        (Opcode::Text, &b"hello text"[..])
+    );
+    let bin: Vec<u8> = (0..70_000u32).map(|i| (i * 7) as u8).collect();
+    ws.send(Opcode::Binary, &bin);
+    let f = ws.recv();
+    assert_eq!(f.opcode, Opcode::Binary);
+    assert_eq!(f.payload, bin);
+    ws.send(Opcode::Ping, b"are you there");
+    let f = ws.recv();
+    assert_eq!(
+        (f.opcode, f.payload.as_slice()),
+        (Opcode::Pong, &b"are you there"[..])
+    );
+    ws.send(Opcode::Close, &[0x03, 0xe8]);
+    let f = ws.recv();
+    assert_eq!(f.opcode, Opcode::Close);
+    assert_eq!(&f.payload[..2], &[0x03, 0xe8], "close code 1000 echoed");
+    assert!(ws.closed(), "connection closed after the close handshake");
+}
+
+#[test]
+fn websocket_chat_broadcasts_to_every_member() {
+    let (m2, _p) = start("websocket", &["/ws", "/chat"]);
+    let mut members: Vec<Ws> = (0..3).map(|_| Ws::connect(&m2, "/chat")).collect();
+    members[1].send(Opcode::Text, b"hi all");
+    for m in &mut members {
+        let f = m.recv();
+        assert_eq!(
+            (f.opcode, f.payload.as_slice()),
+            (Opcode::Text, &b"hi all"[..])
+        );
+    }
+    // One leaves by hanging up; the others still get messages.
+    drop(members.remove(0));
+    std::thread::sleep(Duration::from_millis(200));
+    members[0].send(Opcode::Binary, b"\x00\x01bye");
+    for m in &mut members {
+        assert_eq!(m.recv().payload, b"\x00\x01bye");
+    }
+}
+
+fn b64decode(s: &[u8]) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let clean: Vec<u8> = s.iter().copied().filter(|&c| c != b'=').collect();
+    let mut out = Vec::new();
+    for chunk in clean.chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= u32::from(val(c)) << (18 - 6 * i);
+        }
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    out
+}
+
+fn read_reply(s: &mut TcpStream) -> String {
+    // Mongrel2 writes each reply base64-encoded, with no terminator: read what arrives.
+    let deadline = Instant::now() + T;
+    let mut got = Vec::new();
+    let mut b = [0u8; 4096];
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    loop {
+        match s.read(&mut b) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&b[..n]),
+            Err(_) if !got.is_empty() => break,
+            Err(_) => assert!(Instant::now() < deadline, "no reply within {T:?}"),
+        }
+    }
+    String::from_utf8(b64decode(&got)).unwrap()
+}
+
+#[test]
+fn json_socket_message_reply_and_broadcast() {
+    let (m2, _p) = start("json_socket", &["@chat"]);
+    let mut a = TcpStream::connect(m2.addr()).unwrap();
+    a.write_all(b"@chat {\"type\":\"hi\",\"n\":1}\0").unwrap();
+    assert_eq!(
+        read_reply(&mut a),
+        r#"{"type":"echo","count":1,"msg":{"type":"hi","n":1}}"#
+    );
+    let mut b = TcpStream::connect(m2.addr()).unwrap();
+    b.write_all(b"@chat {\"type\":\"hi\"}\0").unwrap();
+    assert!(read_reply(&mut b).contains(r#""count":2"#));
+    // A broadcast reaches both connections, in one deliver.
+    a.write_all(b"@chat {\"type\":\"broadcast\",\"text\":\"x\"}\0")
+        .unwrap();
+    let want = r#"{"type":"echo","count":3,"msg":{"type":"broadcast","text":"x"}}"#;
+    assert_eq!(read_reply(&mut a), want);
+    assert_eq!(read_reply(&mut b), want);
+}
