@@ -31,8 +31,6 @@
 //! ```
 
 use crate::error::{ParseError, ParseErrorKind as K};
-use nom::bytes::complete::take_while;
-use nom::IResult;
 
 /// Default cap on the number of digits in a length prefix.
 pub const DEFAULT_MAX_LENGTH_DIGITS: usize = 10;
@@ -224,54 +222,146 @@ pub(crate) struct Element<'a> {
     pub(crate) len: usize,
 }
 
-fn digits_prefix(input: &[u8]) -> IResult<&[u8], &[u8]> {
-    take_while(|b: u8| b.is_ascii_digit())(input)
+/// Reads a length prefix of one to three digits and its `:` (every element of a request's
+/// headers, and most bodies). Returns `(digits, value)`, or `None` when the slow path must
+/// decide. Parsing a message is one long chain of dependent loads (where an element ends is only
+/// known once its length is read), so this is written for latency: the three bytes are loaded
+/// together and the value is ready a cycle or two after them.
+#[inline]
+fn length_prefix_short(input: &[u8]) -> Option<(usize, usize)> {
+    let [b0, b1, ..] = *input else {
+        return None;
+    };
+    let b2 = input.get(2).copied().unwrap_or(0);
+    let b3 = input.get(3).copied().unwrap_or(0);
+    let d0 = usize::from(b0.wrapping_sub(b'0'));
+    let d1 = usize::from(b1.wrapping_sub(b'0'));
+    let d2 = usize::from(b2.wrapping_sub(b'0'));
+    if d0 > 9 {
+        return None;
+    }
+    if b1 == b':' {
+        return Some((1, d0));
+    }
+    if d1 > 9 || d0 == 0 {
+        return None;
+    }
+    if b2 == b':' {
+        return Some((2, d0 * 10 + d1));
+    }
+    if d2 > 9 || b3 != b':' {
+        return None;
+    }
+    Some((3, d0 * 100 + d1 * 10 + d2))
 }
 
 /// Splits one `<len>:<payload><tag>` element off the front of `input`, checking the length prefix
 /// against `limits` but not the tag.
+///
+/// This is the hot path of every decode: no allocation, and the payload is skipped by its
+/// length, never scanned.
+#[inline]
 pub(crate) fn split<'a>(input: &'a [u8], limits: &Limits) -> Result<Element<'a>, ParseError> {
-    let (rest, ds) = match digits_prefix(input) {
-        Ok(r) => r,
-        Err(_) => return Err(ParseError::new(K::BadLength, 0)),
-    };
-    if ds.is_empty() {
-        let kind = if input.is_empty() { K::Incomplete } else { K::BadLength };
-        return Err(ParseError::new(kind, 0));
+    if let Some((digits, n)) = length_prefix_short(input) {
+        if digits <= limits.max_length_digits && n <= limits.max_size {
+            let payload_at = digits + 1;
+            let tag_at = payload_at + n; // n < 1000: no overflow
+            if let Some(&tag) = input.get(tag_at) {
+                return Ok(Element {
+                    tag,
+                    payload: &input[payload_at..tag_at],
+                    payload_at,
+                    len: tag_at + 1,
+                });
+            }
+        }
     }
-    if ds.len() > limits.max_length_digits {
-        return Err(ParseError::new(K::LengthTooLong, 0));
-    }
-    // A leading zero is only allowed for the length 0 itself.
-    if ds.len() > 1 && ds[0] == b'0' {
-        return Err(ParseError::new(K::BadLength, 0));
-    }
+    split_slow(input, limits)
+}
+
+/// [`split`] one digit at a time: short inputs, long prefixes, and every error.
+#[cold]
+fn split_slow<'a>(input: &'a [u8], limits: &Limits) -> Result<Element<'a>, ParseError> {
     let mut n: usize = 0;
-    for &d in ds {
+    let mut i = 0;
+    while let Some(&b) = input.get(i) {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        if i == limits.max_length_digits {
+            return Err(ParseError::new(K::LengthTooLong, 0));
+        }
         n = n
             .checked_mul(10)
-            .and_then(|n| n.checked_add(usize::from(d - b'0')))
+            .and_then(|n| n.checked_add(usize::from(d)))
             .ok_or(ParseError::new(K::TooLarge, 0))?;
+        i += 1;
+    }
+    if i == 0 {
+        let kind = if input.is_empty() {
+            K::Incomplete
+        } else {
+            K::BadLength
+        };
+        return Err(ParseError::new(kind, 0));
+    }
+    // A leading zero is only allowed for the length 0 itself.
+    if i > 1 && input[0] == b'0' {
+        return Err(ParseError::new(K::BadLength, 0));
     }
     if n > limits.max_size {
         return Err(ParseError::new(K::TooLarge, 0));
     }
-    match rest.first() {
+    match input.get(i) {
         Some(b':') => {}
-        Some(_) => return Err(ParseError::new(K::MissingColon, ds.len())),
-        None => return Err(ParseError::new(K::Incomplete, ds.len())),
+        Some(_) => return Err(ParseError::new(K::MissingColon, i)),
+        None => return Err(ParseError::new(K::Incomplete, i)),
     }
-    let payload_at = ds.len() + 1;
-    let rest = &rest[1..];
-    if rest.len() <= n {
-        return Err(ParseError::new(K::Incomplete, input.len()));
+    let payload_at = i + 1;
+    // `n <= max_size`, and a slice is never longer than `isize::MAX`, so this cannot overflow
+    // unless `max_size` is absurd; check anyway rather than trust it.
+    let tag_at = payload_at
+        .checked_add(n)
+        .ok_or(ParseError::new(K::TooLarge, 0))?;
+    match input.get(tag_at) {
+        Some(&tag) => Ok(Element {
+            tag,
+            payload: &input[payload_at..tag_at],
+            payload_at,
+            len: tag_at + 1,
+        }),
+        None => Err(ParseError::new(K::Incomplete, input.len())),
     }
-    Ok(Element {
-        tag: rest[n],
-        payload: &rest[..n],
-        payload_at,
-        len: payload_at + n + 1,
-    })
+}
+
+/// Splits an element that [`split`] has already accepted once (a validated message), with no
+/// limit checks. Returns `(tag, payload, total length)`, or `None` (never a panic) should the
+/// bytes not be an element after all.
+#[inline]
+pub(crate) fn split_trusted(input: &[u8]) -> Option<(u8, &[u8], usize)> {
+    let (digits, n) = match length_prefix_short(input) {
+        Some(p) => p,
+        None => {
+            let mut n: usize = 0;
+            let mut i = 0;
+            loop {
+                let b = *input.get(i)?;
+                if b == b':' {
+                    break;
+                }
+                n = n
+                    .checked_mul(10)?
+                    .checked_add(usize::from(b.wrapping_sub(b'0')))?;
+                i += 1;
+            }
+            (i, n)
+        }
+    };
+    let start = digits + 1;
+    let end = start.checked_add(n)?;
+    let tag = *input.get(end)?;
+    Some((tag, input.get(start..end)?, end + 1))
 }
 
 /// Parses exactly one tnetstring that fills all of `input`, with the default [`Limits`].
@@ -388,7 +478,13 @@ pub(crate) fn parse_int(p: &[u8]) -> Result<i64, K> {
         let d = i64::from(d - b'0');
         n = n
             .checked_mul(10)
-            .and_then(|n| if neg { n.checked_sub(d) } else { n.checked_add(d) })
+            .and_then(|n| {
+                if neg {
+                    n.checked_sub(d)
+                } else {
+                    n.checked_add(d)
+                }
+            })
             .ok_or(K::IntegerOverflow)?;
     }
     Ok(n)
@@ -398,13 +494,15 @@ fn parse_float(p: &[u8]) -> Option<f64> {
     // Decimal syntax only: no `inf`, `NaN`, hex or whitespace.
     let ok = !p.is_empty()
         && p.iter().any(u8::is_ascii_digit)
-        && p
-            .iter()
+        && p.iter()
             .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'));
     if !ok {
         return None;
     }
-    std::str::from_utf8(p).ok()?.parse().ok()
+    // A decimal that overflows (`1e999`) parses as infinity, which the encoder cannot write back
+    // in a form the parser accepts: refuse it, so every parsed value re-encodes.
+    let f: f64 = std::str::from_utf8(p).ok()?.parse().ok()?;
+    f.is_finite().then_some(f)
 }
 
 /// Parses one netstring (`<len>:<payload>,`) from the front of `input`, with the default
@@ -476,7 +574,12 @@ mod tests {
             ),
         ];
         for (bytes, want) in cases {
-            assert_eq!(&parse(bytes).unwrap(), want, "{}", String::from_utf8_lossy(bytes));
+            assert_eq!(
+                &parse(bytes).unwrap(),
+                want,
+                "{}",
+                String::from_utf8_lossy(bytes)
+            );
         }
     }
 
@@ -496,6 +599,8 @@ mod tests {
         assert_eq!(err(b"2:+1#"), (K::BadInteger, 2));
         assert_eq!(err(b"19:9223372036854775808#"), (K::IntegerOverflow, 3));
         assert_eq!(err(b"3:nan^"), (K::BadFloat, 2));
+        assert_eq!(err(b"5:1e999^"), (K::BadFloat, 2));
+        assert_eq!(err(b"6:-1e999^"), (K::BadFloat, 2));
         assert_eq!(err(b"4:tru !"), (K::BadBool, 2));
         assert_eq!(err(b"1:x~"), (K::BadNull, 2));
         assert_eq!(err(b"8:1:1#1:a,}"), (K::KeyNotString, 2));
@@ -527,8 +632,60 @@ mod tests {
     }
 
     #[test]
+    fn fast_length_prefix_agrees_with_the_slow_path() {
+        let limits = Limits::default();
+        let tight = Limits {
+            max_length_digits: 2,
+            max_size: 50,
+            max_depth: 1,
+        };
+        let check = |input: &[u8]| {
+            for l in [&limits, &tight] {
+                let fast = split(input, l).map(|e| (e.tag, e.payload, e.payload_at, e.len));
+                let slow = split_slow(input, l).map(|e| (e.tag, e.payload, e.payload_at, e.len));
+                assert_eq!(fast, slow, "{:?}", String::from_utf8_lossy(input));
+                let trusted = split_trusted(input);
+                if let Ok((tag, payload, _, len)) = slow {
+                    if l == &limits {
+                        assert_eq!(trusted, Some((tag, payload, len)));
+                    }
+                }
+            }
+        };
+        let mut buf = Vec::new();
+        for n in (0..2_000usize).chain([9_999, 10_000, 65_535, 999_999, 1_000_000, 9_999_999]) {
+            for pad in [0usize, 1, 6, 12] {
+                buf.clear();
+                buf.extend_from_slice(format!("{n}:").as_bytes());
+                buf.extend(std::iter::repeat(b'x').take(n.min(3_000)));
+                buf.push(b',');
+                buf.extend(std::iter::repeat(b'y').take(pad));
+                check(&buf);
+                check(&buf[..buf.len().min(9)]);
+            }
+        }
+        // Pseudo-random prefixes over a small alphabet, so that digits, ':' and junk mix.
+        let alphabet = b"0123456789:,x ";
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..200_000 {
+            let mut input = [0u8; 12];
+            for b in &mut input {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                *b = alphabet[(seed % alphabet.len() as u64) as usize];
+            }
+            let len = (seed >> 40) as usize % 13;
+            check(&input[..len]);
+        }
+    }
+
+    #[test]
     fn netstrings() {
-        assert_eq!(parse_netstring(b"3:abc,rest").unwrap(), (&b"abc"[..], &b"rest"[..]));
+        assert_eq!(
+            parse_netstring(b"3:abc,rest").unwrap(),
+            (&b"abc"[..], &b"rest"[..])
+        );
         assert_eq!(
             parse_netstring(b"3:abc]").unwrap_err().kind(),
             K::BadTag(b']')
@@ -541,7 +698,10 @@ mod tests {
     #[test]
     fn encoded_len_matches() {
         let v = Value::Dict(vec![
-            (b"k", Value::List(vec![Value::Float(-0.25), Value::Bool(false)])),
+            (
+                b"k",
+                Value::List(vec![Value::Float(-0.25), Value::Bool(false)]),
+            ),
             (b"", Value::Integer(-1234567)),
         ]);
         assert_eq!(v.encoded_len(), v.to_vec().len());

@@ -1,11 +1,12 @@
 //! Mongrel2 request headers in both encodings: a tnetstring dictionary, or the legacy JSON object.
 //!
-//! Both are walked lazily: [`RawHeaders::validate`] checks the whole structure once without
-//! allocating, and [`RawHeaders::iter`] yields one `(name, value)` pair per value, so a header
-//! repeated three times yields three pairs with the same name, in wire order.
+//! Both are walked lazily. [`RawMessage::decode`](crate::RawMessage::decode) checks the whole
+//! structure once without allocating; [`RawHeaders::iter`] then yields one `(name, value)` pair
+//! per value, so a header repeated three times yields three pairs with the same name, in wire
+//! order. [`Message::decode`](crate::Message::decode) checks and collects them in a single walk.
 
 use crate::error::{ParseError, ParseErrorKind as K};
-use crate::tnetstring::{split, Limits};
+use crate::tnetstring::{split, split_trusted, Limits};
 use std::borrow::Cow;
 
 /// How a handler's request headers are encoded (the `protocol` column of Mongrel2's handler table).
@@ -51,9 +52,63 @@ impl<'a> RawHeaders<'a> {
 
     /// Walks all headers once, checking the structure, without allocating.
     pub(crate) fn validate(&self, limits: &Limits) -> Result<(), ParseError> {
-        let mut it = self.iter_with(*limits);
-        while let Some(item) = it.next_pair() {
-            item?;
+        match self.protocol {
+            HeaderProtocol::Tnetstring => self.validate_tnet(limits),
+            HeaderProtocol::Json => {
+                let mut it = self.iter_checked();
+                while let Some(item) = it.next_pair() {
+                    item?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// [`RawHeaders::validate`] for a tnetstring dictionary.
+    fn validate_tnet(&self, limits: &Limits) -> Result<(), ParseError> {
+        self.walk_tnet(limits, |_, _| {})
+    }
+
+    /// Walks a tnetstring dictionary once, calling `f` for every `(name, value)` pair in wire
+    /// order, with the same checks and errors as [`HeaderIter::next_pair`] but without an
+    /// iterator's state. Pairs before an error have been passed to `f`.
+    #[inline]
+    pub(crate) fn walk_tnet(
+        &self,
+        limits: &Limits,
+        mut f: impl FnMut(&'a [u8], &'a [u8]),
+    ) -> Result<(), ParseError> {
+        let p = self.payload;
+        let at = self.at;
+        let mut pos = 0;
+        while pos < p.len() {
+            let key = split(&p[pos..], limits).map_err(|e| e.shift(at + pos))?;
+            if key.tag != b',' {
+                return Err(ParseError::new(K::KeyNotString, at + pos));
+            }
+            let vpos = pos + key.len;
+            if vpos >= p.len() {
+                return Err(ParseError::new(K::MissingValue, at + vpos));
+            }
+            let val = split(&p[vpos..], limits).map_err(|e| e.shift(at + vpos))?;
+            match val.tag {
+                b',' => f(key.payload, val.payload),
+                b']' => {
+                    let lat = vpos + val.payload_at;
+                    let mut lpos = 0;
+                    while lpos < val.payload.len() {
+                        let el = split(&val.payload[lpos..], limits)
+                            .map_err(|e| e.shift(at + lat + lpos))?;
+                        if el.tag != b',' {
+                            return Err(ParseError::new(K::BadHeaderValue, at + lat + lpos));
+                        }
+                        f(key.payload, el.payload);
+                        lpos += el.len;
+                    }
+                }
+                _ => return Err(ParseError::new(K::BadHeaderValue, at + vpos)),
+            }
+            pos = vpos + val.len;
         }
         Ok(())
     }
@@ -63,19 +118,24 @@ impl<'a> RawHeaders<'a> {
     /// Names and values borrow from the message, except JSON values holding `\\` or `\"`
     /// escapes, which are unescaped into owned bytes.
     pub fn iter(&self) -> HeaderIter<'a> {
-        self.iter_with(Limits::default())
+        self.iter_checked()
     }
 
-    fn iter_with(&self, limits: Limits) -> HeaderIter<'a> {
+    /// An iterator whose [`HeaderIter::next_pair`] reports errors in JSON headers; the public
+    /// [`Iterator`] impl relies on the headers having been validated instead.
+    pub(crate) fn iter_checked(&self) -> HeaderIter<'a> {
         HeaderIter {
             h: *self,
             pos: match self.protocol {
                 HeaderProtocol::Tnetstring => 0,
                 HeaderProtocol::Json => 1, // past '{'
             },
-            list: None,
-            limits,
+            list_name: &[],
+            list: &[],
+            lpos: 0,
+            json_name: None,
             done: false,
+            first: true,
         }
     }
 
@@ -103,10 +163,16 @@ impl<'a> IntoIterator for RawHeaders<'a> {
 pub struct HeaderIter<'a> {
     h: RawHeaders<'a>,
     pos: usize,
-    /// Inside a list value: the list's name, its payload and the position within it.
-    list: Option<(Cow<'a, [u8]>, &'a [u8], usize, usize)>,
-    limits: Limits,
+    /// Tnetstring, inside a list value: the list's name, its payload and the position within
+    /// it (`lpos < list.len()` while values remain).
+    list_name: &'a [u8],
+    list: &'a [u8],
+    lpos: usize,
+    /// JSON, inside an array after a value: the array's name.
+    json_name: Option<Cow<'a, [u8]>>,
     done: bool,
+    /// JSON only: no member has been read yet, so no `,` may come first.
+    first: bool,
 }
 
 type Pair<'a> = (Cow<'a, [u8]>, Cow<'a, [u8]>);
@@ -117,103 +183,66 @@ impl<'a> HeaderIter<'a> {
         Some(Err(ParseError::new(kind, self.h.at + offset)))
     }
 
-    fn next_pair(&mut self) -> Option<Result<Pair<'a>, ParseError>> {
+    /// The next pair, or the first structural error of JSON headers (after which it returns
+    /// `None`). Tnetstring headers are checked by [`RawHeaders::walk_tnet`] instead, and only
+    /// walked here.
+    pub(crate) fn next_pair(&mut self) -> Option<Result<Pair<'a>, ParseError>> {
         if self.done {
             return None;
         }
         match self.h.protocol {
-            HeaderProtocol::Tnetstring => self.next_tnet(),
+            HeaderProtocol::Tnetstring => self.next_tnet_trusted().map(Ok),
             HeaderProtocol::Json => self.next_json(),
         }
     }
 
-    fn next_tnet(&mut self) -> Option<Result<Pair<'a>, ParseError>> {
-        let p = self.h.payload;
-        if let Some((name, list, lpos, lat)) = self.list.take() {
-            if lpos < list.len() {
-                return match split(&list[lpos..], &self.limits) {
-                    Ok(el) if el.tag == b',' => {
-                        self.list = Some((name.clone(), list, lpos + el.len, lat));
-                        Some(Ok((name, Cow::Borrowed(el.payload))))
-                    }
-                    Ok(_) => self.fail(K::BadHeaderValue, lat + lpos),
-                    Err(e) => {
-                        self.done = true;
-                        Some(Err(e.shift(self.h.at + lat + lpos)))
-                    }
-                };
-            }
-        }
+    /// The next pair of a tnetstring dictionary that [`RawHeaders::walk_tnet`] has already
+    /// checked: no limit or tag checks, and no errors (it stops should the bytes be malformed
+    /// after all, and never panics). A loop, not recursion: a run of empty lists
+    /// (`1:a,0:]1:a,0:]...`) must not grow the stack with the input.
+    #[inline]
+    fn next_tnet_trusted(&mut self) -> Option<Pair<'a>> {
         loop {
-            if self.pos >= p.len() {
-                self.done = true;
-                return None;
+            if self.lpos < self.list.len() {
+                let (_, v, len) = split_trusted(&self.list[self.lpos..])?;
+                self.lpos += len;
+                return Some((Cow::Borrowed(self.list_name), Cow::Borrowed(v)));
             }
-            let kpos = self.pos;
-            let key = match split(&p[kpos..], &self.limits) {
-                Ok(el) if el.tag == b',' => el,
-                Ok(_) => return self.fail(K::KeyNotString, kpos),
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(e.shift(self.h.at + kpos)));
-                }
-            };
-            let vpos = kpos + key.len;
-            if vpos >= p.len() {
-                return self.fail(K::MissingValue, vpos);
+            let rest = self.h.payload.get(self.pos..).filter(|r| !r.is_empty())?;
+            let (_, k, klen) = split_trusted(rest)?;
+            let (tag, v, vlen) = split_trusted(&rest[klen..])?;
+            self.pos += klen + vlen;
+            if tag != b']' {
+                return Some((Cow::Borrowed(k), Cow::Borrowed(v)));
             }
-            let val = match split(&p[vpos..], &self.limits) {
-                Ok(el) => el,
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(e.shift(self.h.at + vpos)));
-                }
-            };
-            self.pos = vpos + val.len;
-            let name = Cow::Borrowed(key.payload);
-            match val.tag {
-                b',' => return Some(Ok((name, Cow::Borrowed(val.payload)))),
-                b']' => {
-                    let lat = vpos + val.payload_at;
-                    self.list = Some((name, val.payload, 0, lat));
-                    if let Some(r) = self.next_tnet() {
-                        return Some(r);
-                    }
-                    if self.done {
-                        return None;
-                    }
-                    // An empty list: no values, go on to the next key.
-                }
-                _ => return self.fail(K::BadHeaderValue, vpos),
-            }
+            self.list_name = k;
+            self.list = v;
+            self.lpos = 0;
         }
     }
 
     fn next_json(&mut self) -> Option<Result<Pair<'a>, ParseError>> {
         let p = self.h.payload;
-        if let Some((name, _, _, _)) = self.list.take() {
-            // Inside an array: a value, then ',' or ']'.
-            let mut pos = skip_ws(p, self.pos);
-            match p.get(pos) {
-                Some(b']') => {
-                    self.pos = pos + 1;
-                    // fall through to the object level
-                }
-                Some(b',') | Some(b'"') => {
-                    if p[pos] == b',' {
-                        pos = skip_ws(p, pos + 1);
-                    }
-                    let Some((v, end)) = json_string(p, pos) else {
-                        return self.fail(K::BadHeaderValue, pos);
-                    };
-                    self.pos = end;
-                    self.list = Some((name.clone(), &[], 0, 0));
-                    return Some(Ok((name, v)));
-                }
-                _ => return self.fail(K::BadHeaderValue, pos),
-            }
-        }
         loop {
+            if let Some(name) = self.json_name.take() {
+                // Inside an array, after a value: `, "value"` or `]`.
+                let pos = skip_ws(p, self.pos);
+                match p.get(pos) {
+                    Some(b']') => self.pos = pos + 1, // back to the object level
+                    Some(b',') => {
+                        let vpos = skip_ws(p, pos + 1);
+                        let Some((v, end)) = json_string(p, vpos) else {
+                            return self.fail(K::BadHeaderValue, vpos);
+                        };
+                        self.pos = end;
+                        self.json_name = Some(name.clone());
+                        return Some(Ok((name, v)));
+                    }
+                    _ => return self.fail(K::BadHeaderValue, pos),
+                }
+            }
+            // The object level: `}`, or a member (`"name": value`), preceded by `,` unless it is
+            // the first one.
             let mut pos = skip_ws(p, self.pos);
             match p.get(pos) {
                 Some(b'}') => {
@@ -223,10 +252,11 @@ impl<'a> HeaderIter<'a> {
                     self.done = true;
                     return None;
                 }
-                Some(b',') if pos > 1 => pos = skip_ws(p, pos + 1),
-                Some(b'"') => {}
+                Some(b',') if !self.first => pos = skip_ws(p, pos + 1),
+                Some(b'"') if self.first => {}
                 _ => return self.fail(K::BadHeaders, pos),
             }
+            self.first = false;
             let Some((name, end)) = json_string(p, pos) else {
                 return self.fail(K::BadHeaders, pos);
             };
@@ -254,14 +284,18 @@ impl<'a> HeaderIter<'a> {
                     return Some(Ok((name, v)));
                 }
                 Some(b'[') => {
-                    self.pos = pos + 1;
-                    let first = skip_ws(p, self.pos);
+                    let first = skip_ws(p, pos + 1);
                     if p.get(first) == Some(&b']') {
+                        // An empty array: no values, go on to the next member.
                         self.pos = first + 1;
                         continue;
                     }
-                    self.list = Some((name, &[], 0, 0));
-                    return self.next_json();
+                    let Some((v, end)) = json_string(p, first) else {
+                        return self.fail(K::BadHeaderValue, first);
+                    };
+                    self.pos = end;
+                    self.json_name = Some(name.clone());
+                    return Some(Ok((name, v)));
                 }
                 _ => return self.fail(K::BadHeaderValue, pos),
             }
@@ -271,8 +305,12 @@ impl<'a> HeaderIter<'a> {
 
 impl<'a> Iterator for HeaderIter<'a> {
     type Item = (Cow<'a, [u8]>, Cow<'a, [u8]>);
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        self.next_pair().and_then(Result::ok)
+        match self.h.protocol {
+            HeaderProtocol::Tnetstring => self.next_tnet_trusted(),
+            HeaderProtocol::Json => self.next_pair().and_then(Result::ok),
+        }
     }
 }
 
@@ -327,7 +365,9 @@ mod tests {
 
     fn pairs(h: RawHeaders<'_>) -> Vec<(Vec<u8>, Vec<u8>)> {
         h.validate(&Limits::default()).unwrap();
-        h.iter().map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+        h.iter()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
     }
 
     fn p(k: &str, v: &[u8]) -> (Vec<u8>, Vec<u8>) {
@@ -377,6 +417,11 @@ mod tests {
             (HeaderProtocol::Json, b"{\"a\":[\"b\",}"),
             (HeaderProtocol::Json, b"{\"a\":\"b\"} x"),
             (HeaderProtocol::Json, b"{,\"a\":\"b\"}"),
+            (HeaderProtocol::Json, b"{ ,\"a\":\"b\"}"),
+            (HeaderProtocol::Json, b"{\"a\":\"b\" \"c\":\"d\"}"),
+            (HeaderProtocol::Json, b"{\"a\":[\"b\" \"c\"]}"),
+            (HeaderProtocol::Json, b"{\"a\":\"b\",}"),
+            (HeaderProtocol::Json, b"{\"a\":[,\"b\"]}"),
         ];
         for (proto, body) in cases {
             let h = RawHeaders::new(body, 0, *proto, b"/");

@@ -3,11 +3,13 @@
 use super::headers::{HeaderProtocol, RawHeaders};
 use super::websocket::Opcode;
 use crate::error::{ParseError, ParseErrorKind as K};
-use crate::tnetstring::{parse_int, split, Limits};
+use crate::tnetstring::{split, Limits};
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Version};
 use std::borrow::Cow;
+use std::fmt;
+use std::sync::OnceLock;
 
 /// A Mongrel2 message decoded in place: every field borrows from the frame.
 ///
@@ -31,7 +33,6 @@ pub struct RawMessage<'a> {
     path: &'a [u8],
     headers: RawHeaders<'a>,
     body: &'a [u8],
-    body_at: usize,
 }
 
 impl<'a> RawMessage<'a> {
@@ -50,44 +51,15 @@ impl<'a> RawMessage<'a> {
     /// # Errors
     /// As [`RawMessage::decode`].
     pub fn decode_with(frame: &'a [u8], limits: &Limits) -> Result<Self, ParseError> {
-        let (sender, at) = field(frame, 0, K::BadSender)?;
-        if !sender
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        {
-            return Err(ParseError::new(K::BadSender, 0));
-        }
-        let (id, path_at) = field(frame, at, K::BadConnId)?;
-        let conn_id = parse_int(id)
-            .ok()
-            .filter(|_| id[0] != b'-')
-            .ok_or(ParseError::new(K::BadConnId, at))? as u64;
-        let (path, hdr_at) = field(frame, path_at, K::BadField)?;
-        let el = split(&frame[hdr_at..], limits).map_err(|e| e.shift(hdr_at))?;
-        let payload_at = hdr_at + el.payload_at;
-        let protocol = match el.tag {
-            b'}' => HeaderProtocol::Tnetstring,
-            b',' if el.payload.first() == Some(&b'{') => HeaderProtocol::Json,
-            _ => return Err(ParseError::new(K::BadHeaders, hdr_at)),
-        };
-        let headers = RawHeaders::new(el.payload, payload_at, protocol, path);
-        headers.validate(limits)?;
-        let body_el_at = hdr_at + el.len;
-        let body = split(&frame[body_el_at..], limits).map_err(|e| e.shift(body_el_at))?;
-        if body.tag != b',' {
-            return Err(ParseError::new(K::BadBody, body_el_at));
-        }
-        let end = body_el_at + body.len;
-        if end != frame.len() {
-            return Err(ParseError::new(K::TrailingBytes, end));
-        }
+        let parts = Parts::split(frame, limits)?;
+        parts.headers.validate(limits)?;
+        let (body, _) = parts.body?;
         Ok(Self {
-            sender,
-            conn_id,
-            path,
-            headers,
-            body: body.payload,
-            body_at: body_el_at + body.payload_at,
+            sender: parts.sender,
+            conn_id: parts.conn_id,
+            path: parts.path,
+            headers: parts.headers,
+            body,
         })
     }
 
@@ -118,13 +90,130 @@ impl<'a> RawMessage<'a> {
     }
 }
 
-/// Splits the space-terminated field starting at `at`; returns it and the offset after the space.
-fn field(frame: &[u8], at: usize, kind: K) -> Result<(&[u8], usize), ParseError> {
-    let rest = &frame[at..];
-    match rest.iter().position(|&b| b == b' ') {
-        Some(0) => Err(ParseError::new(kind, at)),
-        Some(n) => Ok((&rest[..n], at + n + 1)),
-        None => Err(ParseError::new(K::MissingSpace, frame.len())),
+/// A frame cut into its fields, with the headers not yet walked. The body is split too, but its
+/// error is held back: a header error earlier in the frame takes precedence over it.
+struct Parts<'a> {
+    sender: &'a [u8],
+    conn_id: u64,
+    path: &'a [u8],
+    /// Offset of the headers element in the frame.
+    hdr_at: usize,
+    headers: RawHeaders<'a>,
+    /// The body and its offset in the frame.
+    body: Result<(&'a [u8], usize), ParseError>,
+}
+
+/// Whether `b` may be in a sender UUID: `[A-Za-z0-9._-]`. Branch-free, so that the check of a
+/// whole block vectorises.
+#[inline]
+fn sender_byte(b: u8) -> bool {
+    ((b | 0x20).wrapping_sub(b'a') < 26)
+        | (b.wrapping_sub(b'0') < 10)
+        | (b == b'-')
+        | (b == b'_')
+        | (b == b'.')
+}
+
+/// The length of the sender field: the bytes before the first space, which must all be
+/// [`sender_byte`]s.
+#[inline]
+fn sender_len(frame: &[u8]) -> Result<usize, ParseError> {
+    let mut at = 0;
+    // A UUID is 36 bytes: check 16 at a time, then find the space one byte at a time.
+    while let Some(block) = frame.get(at..at + 16) {
+        if !block.iter().fold(true, |ok, &b| ok & sender_byte(b)) {
+            break;
+        }
+        at += 16;
+    }
+    loop {
+        match frame.get(at) {
+            Some(b' ') if at > 0 => return Ok(at),
+            Some(&b) if sender_byte(b) => at += 1,
+            _ => {
+                missing_space(frame, at)?;
+                return Err(ParseError::new(K::BadSender, 0));
+            }
+        }
+    }
+}
+
+impl<'a> Parts<'a> {
+    #[inline]
+    fn split(frame: &'a [u8], limits: &Limits) -> Result<Self, ParseError> {
+        let at = sender_len(frame)?;
+        let sender = &frame[..at];
+        // CONN_ID: decimal, at most i64::MAX.
+        let id_at = at + 1;
+        let mut conn_id: u64 = 0;
+        let mut i = id_at;
+        loop {
+            match frame.get(i) {
+                Some(b' ') if i > id_at => break,
+                Some(&b) if b.is_ascii_digit() => {
+                    conn_id = conn_id
+                        .checked_mul(10)
+                        .and_then(|n| n.checked_add(u64::from(b - b'0')))
+                        .filter(|&n| n <= i64::MAX as u64)
+                        .ok_or(ParseError::new(K::BadConnId, id_at))
+                        .or_else(|e| missing_space(frame, i).and(Err(e)))?;
+                    i += 1;
+                }
+                _ => {
+                    missing_space(frame, i)?;
+                    return Err(ParseError::new(K::BadConnId, id_at));
+                }
+            }
+        }
+        // PATH: anything up to the next space.
+        let path_at = i + 1;
+        let path_len = frame[path_at..]
+            .iter()
+            .position(|&b| b == b' ')
+            .ok_or(ParseError::new(K::MissingSpace, frame.len()))?;
+        if path_len == 0 {
+            return Err(ParseError::new(K::BadField, path_at));
+        }
+        let path = &frame[path_at..path_at + path_len];
+        let hdr_at = path_at + path_len + 1;
+        let el = split(&frame[hdr_at..], limits).map_err(|e| e.shift(hdr_at))?;
+        let protocol = match el.tag {
+            b'}' => HeaderProtocol::Tnetstring,
+            b',' if el.payload.first() == Some(&b'{') => HeaderProtocol::Json,
+            _ => return Err(ParseError::new(K::BadHeaders, hdr_at)),
+        };
+        let headers = RawHeaders::new(el.payload, hdr_at + el.payload_at, protocol, path);
+        let body_el_at = hdr_at + el.len;
+        let body = split(&frame[body_el_at..], limits)
+            .map_err(|e| e.shift(body_el_at))
+            .and_then(|body| {
+                if body.tag != b',' {
+                    return Err(ParseError::new(K::BadBody, body_el_at));
+                }
+                let end = body_el_at + body.len;
+                if end != frame.len() {
+                    return Err(ParseError::new(K::TrailingBytes, end));
+                }
+                Ok((body.payload, body_el_at + body.payload_at))
+            });
+        Ok(Parts {
+            sender,
+            conn_id,
+            path,
+            hdr_at,
+            headers,
+            body,
+        })
+    }
+}
+
+/// `Err(MissingSpace)` if no space follows `at`: a field that runs to the end of the frame is
+/// reported as the missing separator, whatever it holds.
+fn missing_space(frame: &[u8], at: usize) -> Result<(), ParseError> {
+    if frame[at..].contains(&b' ') {
+        Ok(())
+    } else {
+        Err(ParseError::new(K::MissingSpace, frame.len()))
     }
 }
 
@@ -200,28 +289,127 @@ pub enum MessageKind {
 /// assert_eq!(msg.body().as_ref(), b"hello");
 /// # Ok::<(), m2wsgi::ParseError>(())
 /// ```
-#[derive(Debug, Clone)]
-pub struct Message {
-    sender: Bytes,
+///
+/// A `Message` is one pointer: the decoded fields live in one heap block, so moving a message
+/// (into a request handle, through a channel, out of a `Result`) copies eight bytes,
+/// not the four hundred the fields take.
+#[derive(Clone)]
+pub struct Message(Box<Inner>);
+
+/// The fields of a [`Message`].
+#[derive(Clone)]
+struct Inner {
+    /// The whole frame: the byte fields below are ranges of it.
+    frame: Bytes,
+    /// `(start, end)` in `frame` of each byte field (see [`Field`]), or [`ABSENT`] / [`OWNED`].
+    ranges: [(u32, u32); FIELDS],
+    /// The [`Bytes`] handles of the byte fields, made on first access (see [`Field`]).
+    cells: OnceLock<Box<[OnceLock<Bytes>; FIELDS]>>,
     conn_id: u64,
-    path: Bytes,
     protocol: HeaderProtocol,
     kind: MessageKind,
     headers: HeaderMap,
     method: Option<Method>,
     version: Option<Version>,
-    uri: Option<Bytes>,
-    req_path: Option<Bytes>,
-    query: Option<Bytes>,
-    fragment: Option<Bytes>,
-    pattern: Option<Bytes>,
-    url_scheme: Option<Bytes>,
-    remote_addr: Option<Bytes>,
     download_credits: Option<u64>,
     upload_stream: Option<u64>,
     upload_stream_done: bool,
     extra: Vec<(Bytes, Bytes)>,
     body: Bytes,
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("sender", self.sender())
+            .field("conn_id", &self.0.conn_id)
+            .field("path", self.path())
+            .field("protocol", &self.0.protocol)
+            .field("kind", &self.0.kind)
+            .field("method", &self.0.method)
+            .field("version", &self.0.version)
+            .field("uri", &self.uri())
+            .field("request_path", &self.request_path())
+            .field("query", &self.query())
+            .field("fragment", &self.fragment())
+            .field("pattern", &self.pattern())
+            .field("url_scheme", &self.url_scheme())
+            .field("remote_addr", &self.remote_addr())
+            .field("download_credits", &self.0.download_credits)
+            .field("upload_stream", &self.0.upload_stream)
+            .field("upload_stream_done", &self.0.upload_stream_done)
+            .field("headers", &self.0.headers)
+            .field("extra", &self.0.extra)
+            .field("body", &self.0.body)
+            .finish()
+    }
+}
+
+/// The byte fields of a [`Message`], as indices into its `ranges` and `cells`.
+///
+/// They are kept as ranges of the frame and made into [`Bytes`] handles only when first asked
+/// for: every handle is an atomic reference count on the frame, and a dozen of them cost more
+/// than all the parsing, while most handlers read only a few fields. The ranges are small, so
+/// the `Message` stays small to move.
+#[derive(Debug, Clone, Copy)]
+enum Field {
+    Sender,
+    Path,
+    Uri,
+    RequestPath,
+    Query,
+    Fragment,
+    Pattern,
+    UrlScheme,
+    RemoteAddr,
+}
+
+const FIELDS: usize = 9;
+/// The field is not in the message.
+const ABSENT: (u32, u32) = (u32::MAX, 0);
+/// The field's bytes are not a range of the frame (an unescaped JSON value, or an offset past
+/// `u32::MAX`): its cell was filled at decode time.
+const OWNED: (u32, u32) = (u32::MAX, 1);
+
+static EMPTY: Bytes = Bytes::new();
+
+impl Message {
+    /// Records `value` (a slice of `frame` or owned bytes) as field `f`.
+    fn set_field(&mut self, frame: &Bytes, f: Field, value: Cow<'_, [u8]>) {
+        if let Cow::Borrowed(part) = value {
+            let start = part.as_ptr() as usize - frame.as_ptr() as usize;
+            if let (Ok(s), Ok(e)) = (u32::try_from(start), u32::try_from(start + part.len())) {
+                if s != u32::MAX {
+                    self.0.ranges[f as usize] = (s, e);
+                    if let Some(cells) = self.0.cells.get_mut() {
+                        cells[f as usize] = OnceLock::new();
+                    }
+                    return;
+                }
+            }
+        }
+        let b = cow_bytes(frame, value);
+        self.0.cells.get_or_init(Default::default);
+        if let Some(cells) = self.0.cells.get_mut() {
+            cells[f as usize] = OnceLock::from(b);
+        }
+        self.0.ranges[f as usize] = OWNED;
+    }
+
+    fn field(&self, f: Field) -> Option<&Bytes> {
+        let (s, e) = self.0.ranges[f as usize];
+        if (s, e) == ABSENT {
+            return None;
+        }
+        let cells = self.0.cells.get_or_init(Default::default);
+        Some(cells[f as usize].get_or_init(|| {
+            if s >= e {
+                Bytes::new()
+            } else {
+                self.0.frame.slice(s as usize..e as usize)
+            }
+        }))
+    }
 }
 
 fn slice(frame: &Bytes, part: &[u8]) -> Bytes {
@@ -239,11 +427,133 @@ fn cow_bytes(frame: &Bytes, c: Cow<'_, [u8]>) -> Bytes {
     }
 }
 
+/// `FLAGS`: `0x` and one or two hex digits (Mongrel2 writes `"0x%X"`).
+fn parse_flags(v: &[u8]) -> Option<u8> {
+    let hex = v.strip_prefix(b"0x").or_else(|| v.strip_prefix(b"0X"))?;
+    if hex.is_empty() || hex.len() > 2 || !hex.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+}
+
 fn dec_u64(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 20 || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
     std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// The state of one [`Message::decode`] while it walks the headers.
+struct Builder<'f> {
+    m: &'f mut Message,
+    frame: &'f Bytes,
+    hdr_at: usize,
+    flags: Option<u8>,
+    stream_done: bool,
+    upload_start: Option<Bytes>,
+    upload_done: Option<Bytes>,
+    /// The first bad Mongrel2 field, reported once the frame is known to be well-formed.
+    bad_field: Option<ParseError>,
+}
+
+impl Builder<'_> {
+    #[inline]
+    fn pair(&mut self, name: Cow<'_, [u8]>, value: Cow<'_, [u8]>) {
+        // Mongrel2's own keys are upper case; it lower-cases HTTP header names.
+        if name.first().is_some_and(u8::is_ascii_uppercase) {
+            self.mongrel2_key(name, value);
+        } else {
+            self.header(name, value);
+        }
+    }
+
+    fn mongrel2_key(&mut self, name: Cow<'_, [u8]>, value: Cow<'_, [u8]>) {
+        let field = match name.as_ref() {
+            b"URI" => Field::Uri,
+            b"PATH" => Field::RequestPath,
+            b"QUERY" => Field::Query,
+            b"FRAGMENT" => Field::Fragment,
+            b"PATTERN" => Field::Pattern,
+            b"URL_SCHEME" => Field::UrlScheme,
+            b"REMOTE_ADDR" => Field::RemoteAddr,
+            _ => return self.mongrel2_scalar(name, value),
+        };
+        self.m.set_field(self.frame, field, value);
+    }
+
+    fn mongrel2_scalar(&mut self, name: Cow<'_, [u8]>, value: Cow<'_, [u8]>) {
+        let m = &mut self.m;
+        let v: &[u8] = &value;
+        let ok = match name.as_ref() {
+            b"METHOD" => Method::from_bytes(v).map(|x| m.0.method = Some(x)).is_ok(),
+            b"VERSION" => {
+                m.0.version = match v {
+                    b"HTTP/1.1" => Some(Version::HTTP_11),
+                    b"HTTP/1.0" => Some(Version::HTTP_10),
+                    b"HTTP/0.9" => Some(Version::HTTP_09),
+                    b"HTTP/2.0" => Some(Version::HTTP_2),
+                    _ => None,
+                };
+                m.0.version.is_some()
+            }
+            b"FLAGS" => {
+                self.flags = parse_flags(v);
+                self.flags.is_some()
+            }
+            b"UPLOAD_STREAM" => {
+                m.0.upload_stream = dec_u64(v);
+                m.0.upload_stream.is_some()
+            }
+            b"UPLOAD_STREAM_DONE" => {
+                self.stream_done = true;
+                true
+            }
+            b"DOWNLOAD_CREDITS" => {
+                m.0.download_credits = dec_u64(v);
+                m.0.download_credits.is_some()
+            }
+            _ => {
+                // An upper-case key this crate does not know.
+                let v = cow_bytes(self.frame, value);
+                m.0.extra.push((cow_bytes(self.frame, name), v));
+                return;
+            }
+        };
+        if !ok && self.bad_field.is_none() {
+            // Where the value sits in the frame (an unescaped JSON value does not).
+            let at = (v.as_ptr() as usize).wrapping_sub(self.frame.as_ptr() as usize);
+            let at = if at < self.frame.len() {
+                at
+            } else {
+                self.hdr_at
+            };
+            self.bad_field = Some(ParseError::new(K::BadField, at));
+        }
+    }
+
+    fn header(&mut self, name: Cow<'_, [u8]>, value: Cow<'_, [u8]>) {
+        let n: &[u8] = &name;
+        if n == b"x-mongrel2-upload-start" {
+            self.upload_start = Some(cow_bytes(self.frame, value.clone()));
+        } else if n == b"x-mongrel2-upload-done" {
+            self.upload_done = Some(cow_bytes(self.frame, value.clone()));
+        }
+        // Lower-case names `http` accepts, with values it accepts, go to the HeaderMap; anything
+        // else (an upper-case letter further on, a control byte) is kept in `extra`.
+        if !n.iter().any(u8::is_ascii_uppercase) {
+            if let Ok(hn) = HeaderName::from_bytes(n) {
+                // `value.clone()` copies a reference (or, for an unescaped JSON value, a short
+                // vector), so `value` is still there for `extra` should `http` refuse it.
+                if let Ok(hv) = HeaderValue::from_maybe_shared(cow_bytes(self.frame, value.clone()))
+                {
+                    self.m.0.headers.append(hn, hv);
+                    return;
+                }
+            }
+        }
+        let v = cow_bytes(self.frame, value);
+        self.m.0.extra.push((cow_bytes(self.frame, name), v));
+    }
 }
 
 impl Message {
@@ -262,118 +572,90 @@ impl Message {
     /// # Errors
     /// As [`Message::decode`].
     pub fn decode_with(frame: Bytes, limits: &Limits) -> Result<Self, ParseError> {
-        let raw = RawMessage::decode_with(&frame, limits)?;
-        let mut m = Message {
-            sender: slice(&frame, raw.sender),
-            conn_id: raw.conn_id,
-            path: slice(&frame, raw.path),
-            protocol: raw.headers.protocol(),
+        let parts = Parts::split(&frame, limits)?;
+        let mut m = Message(Box::new(Inner {
+            frame: Bytes::new(),
+            ranges: [ABSENT; FIELDS],
+            cells: OnceLock::new(),
+            conn_id: parts.conn_id,
+            protocol: parts.headers.protocol(),
             kind: MessageKind::Request,
             headers: HeaderMap::new(),
             method: None,
             version: None,
-            uri: None,
-            req_path: None,
-            query: None,
-            fragment: None,
-            pattern: None,
-            url_scheme: None,
-            remote_addr: None,
             download_credits: None,
             upload_stream: None,
             upload_stream_done: false,
             extra: Vec::new(),
-            body: slice(&frame, raw.body),
+            body: Bytes::new(),
+        }));
+        m.set_field(&frame, Field::Sender, Cow::Borrowed(parts.sender));
+        m.set_field(&frame, Field::Path, Cow::Borrowed(parts.path));
+        let mut b = Builder {
+            m: &mut m,
+            frame: &frame,
+            hdr_at: parts.hdr_at,
+            flags: None,
+            stream_done: false,
+            upload_start: None,
+            upload_done: None,
+            bad_field: None,
         };
-        let mut flags: Option<u8> = None;
-        let mut stream_done = false;
-        let mut upload_start: Option<Bytes> = None;
-        let mut upload_done: Option<Bytes> = None;
-        let bad = ParseError::new(K::BadField, raw.body_at);
-        for (name, value) in raw.headers {
-            let v = cow_bytes(&frame, value);
-            match name.as_ref() {
-                b"METHOD" => m.method = Some(Method::from_bytes(&v).map_err(|_| bad)?),
-                b"VERSION" => {
-                    m.version = Some(match v.as_ref() {
-                        b"HTTP/1.1" => Version::HTTP_11,
-                        b"HTTP/1.0" => Version::HTTP_10,
-                        b"HTTP/0.9" => Version::HTTP_09,
-                        b"HTTP/2.0" => Version::HTTP_2,
-                        _ => return Err(bad),
-                    })
-                }
-                b"URI" => m.uri = Some(v),
-                b"PATH" => m.req_path = Some(v),
-                b"QUERY" => m.query = Some(v),
-                b"FRAGMENT" => m.fragment = Some(v),
-                b"PATTERN" => m.pattern = Some(v),
-                b"URL_SCHEME" => m.url_scheme = Some(v),
-                b"REMOTE_ADDR" => m.remote_addr = Some(v),
-                b"FLAGS" => {
-                    let hex = v.strip_prefix(b"0x").or_else(|| v.strip_prefix(b"0X"));
-                    let f = hex
-                        .filter(|h| {
-                            !h.is_empty() && h.len() <= 2 && h.iter().all(u8::is_ascii_hexdigit)
-                        })
-                        .and_then(|h| std::str::from_utf8(h).ok())
-                        .and_then(|h| u8::from_str_radix(h, 16).ok())
-                        .ok_or(bad)?;
-                    flags = Some(f);
-                }
-                b"UPLOAD_STREAM" => m.upload_stream = Some(dec_u64(&v).ok_or(bad)?),
-                b"UPLOAD_STREAM_DONE" => stream_done = true,
-                b"DOWNLOAD_CREDITS" => m.download_credits = Some(dec_u64(&v).ok_or(bad)?),
-                n => {
-                    if n == b"x-mongrel2-upload-start" {
-                        upload_start = Some(v.clone());
-                    } else if n == b"x-mongrel2-upload-done" {
-                        upload_done = Some(v.clone());
-                    }
-                    m.add_header(&frame, name, v);
+        // One pass over the headers, checking them as it goes. A bad Mongrel2 field is reported
+        // only once the whole frame is known to be well-formed, so that `Message::decode` fails
+        // with the same error as `RawMessage::decode` wherever that one fails.
+        match parts.headers.protocol() {
+            HeaderProtocol::Tnetstring => parts
+                .headers
+                .walk_tnet(limits, |k, v| b.pair(Cow::Borrowed(k), Cow::Borrowed(v)))?,
+            HeaderProtocol::Json => {
+                let mut it = parts.headers.iter_checked();
+                while let Some(item) = it.next_pair() {
+                    let (k, v) = item?;
+                    b.pair(k, v);
                 }
             }
         }
-        m.upload_stream_done = stream_done;
-        m.kind = m.classify(flags, stream_done, upload_start, upload_done, bad)?;
+        let (body, _) = parts.body?;
+        if let Some(e) = b.bad_field {
+            return Err(e);
+        }
+        let (flags, stream_done, upload_start, upload_done) =
+            (b.flags, b.stream_done, b.upload_start, b.upload_done);
+        m.0.body = slice(&frame, body);
+        m.0.upload_stream_done = stream_done;
+        m.0.kind = m.classify(
+            parts.path,
+            flags,
+            stream_done,
+            upload_start,
+            upload_done,
+            ParseError::new(K::BadField, parts.hdr_at),
+        )?;
+        m.0.frame = frame;
         Ok(m)
-    }
-
-    fn add_header(&mut self, frame: &Bytes, name: Cow<'_, [u8]>, v: Bytes) {
-        // Mongrel2 lower-cases HTTP header names; its own keys are upper case. Anything upper
-        // case we do not know is kept in `extra`, like anything `http` refuses.
-        let is_http = !name.iter().any(u8::is_ascii_uppercase);
-        if is_http {
-            if let (Ok(n), Ok(val)) = (
-                HeaderName::from_bytes(&name),
-                HeaderValue::from_maybe_shared(v.clone()),
-            ) {
-                self.headers.append(n, val);
-                return;
-            }
-        }
-        self.extra.push((cow_bytes(frame, name), v));
     }
 
     fn classify(
         &self,
+        path: &[u8],
         flags: Option<u8>,
         stream_done: bool,
         upload_start: Option<Bytes>,
         upload_done: Option<Bytes>,
         bad: ParseError,
     ) -> Result<MessageKind, ParseError> {
-        let method = self.method.as_ref().map(Method::as_str);
+        let method = self.0.method.as_ref().map(Method::as_str);
         Ok(match method {
-            None => match self.upload_stream {
+            None => match self.0.upload_stream {
                 Some(offset) => MessageKind::UploadStream {
                     offset,
                     done: stream_done,
                 },
                 None => return Err(bad),
             },
-            Some("JSON") if self.path.as_ref() == b"@*" => {
-                if let Some(bytes) = self.download_credits {
+            Some("JSON") if path == b"@*" => {
+                if let Some(bytes) = self.0.download_credits {
                     MessageKind::Credits { bytes }
                 } else {
                     MessageKind::Disconnect
@@ -403,110 +685,110 @@ impl Message {
 
     /// The sender UUID: the handler's own `send_ident`.
     pub fn sender(&self) -> &Bytes {
-        &self.sender
+        self.field(Field::Sender).unwrap_or(&EMPTY)
     }
 
     /// Mongrel2's connection id for the client.
     pub fn conn_id(&self) -> u64 {
-        self.conn_id
+        self.0.conn_id
     }
 
     /// The PATH field of the message (`@*` for notices, `@name` for JSON socket messages).
     pub fn path(&self) -> &Bytes {
-        &self.path
+        self.field(Field::Path).unwrap_or(&EMPTY)
     }
 
     /// Which header encoding the message used.
     pub fn protocol(&self) -> HeaderProtocol {
-        self.protocol
+        self.0.protocol
     }
 
     /// What this message is.
     pub fn kind(&self) -> &MessageKind {
-        &self.kind
+        &self.0.kind
     }
 
     /// The HTTP headers (lower-case names), every value kept, in wire order per name.
     pub fn headers(&self) -> &HeaderMap {
-        &self.headers
+        &self.0.headers
     }
 
     /// `METHOD`: the HTTP method, or Mongrel2's `JSON`, `XML`, `WEBSOCKET_HANDSHAKE`, `WEBSOCKET`.
     pub fn method(&self) -> Option<&Method> {
-        self.method.as_ref()
+        self.0.method.as_ref()
     }
 
     /// `VERSION`: the request's HTTP version.
     pub fn version(&self) -> Option<Version> {
-        self.version
+        self.0.version
     }
 
     /// `URI`: the raw request target, without the fragment.
     pub fn uri(&self) -> Option<&Bytes> {
-        self.uri.as_ref()
+        self.field(Field::Uri)
     }
 
     /// `PATH` header: the path part of the URI, still percent-encoded.
     pub fn request_path(&self) -> Option<&Bytes> {
-        self.req_path.as_ref()
+        self.field(Field::RequestPath)
     }
 
     /// `QUERY`: the raw text after `?`, present only if the request had a `?`.
     pub fn query(&self) -> Option<&Bytes> {
-        self.query.as_ref()
+        self.field(Field::Query)
     }
 
     /// `FRAGMENT`: the text after `#`.
     pub fn fragment(&self) -> Option<&Bytes> {
-        self.fragment.as_ref()
+        self.field(Field::Fragment)
     }
 
     /// `PATTERN`: the route pattern that matched.
     pub fn pattern(&self) -> Option<&Bytes> {
-        self.pattern.as_ref()
+        self.field(Field::Pattern)
     }
 
     /// `URL_SCHEME`: `http` or `https`.
     pub fn url_scheme(&self) -> Option<&Bytes> {
-        self.url_scheme.as_ref()
+        self.field(Field::UrlScheme)
     }
 
     /// `REMOTE_ADDR`: the client's IP address as text.
     pub fn remote_addr(&self) -> Option<&Bytes> {
-        self.remote_addr.as_ref()
+        self.field(Field::RemoteAddr)
     }
 
     /// `DOWNLOAD_CREDITS`: the initial window on a request, or bytes written on a credits notice.
     pub fn download_credits(&self) -> Option<u64> {
-        self.download_credits
+        self.0.download_credits
     }
 
     /// `UPLOAD_STREAM`: the body offset of this message's slice, when the body is streamed.
     pub fn upload_stream(&self) -> Option<u64> {
-        self.upload_stream
+        self.0.upload_stream
     }
 
     /// `UPLOAD_STREAM_DONE`: this message carries the last slice of a streamed body.
     pub fn upload_stream_done(&self) -> bool {
-        self.upload_stream_done
+        self.0.upload_stream_done
     }
 
     /// Keys kept as they came because they are unknown upper-case Mongrel2 keys, or headers
     /// whose name or value `http` rejects (control bytes, for example).
     pub fn extra(&self) -> &[(Bytes, Bytes)] {
-        &self.extra
+        &self.0.extra
     }
 
     /// The body: inline request body, WebSocket payload, JSON text, or a notice's JSON.
     pub fn body(&self) -> &Bytes {
-        &self.body
+        &self.0.body
     }
 
     /// Whether this message is an HTTP request a handler is expected to answer
     /// ([`MessageKind::Request`], [`MessageKind::UploadStart`] or [`MessageKind::UploadDone`]).
     pub fn is_request(&self) -> bool {
         matches!(
-            self.kind,
+            self.0.kind,
             MessageKind::Request | MessageKind::UploadStart { .. } | MessageKind::UploadDone { .. }
         )
     }
@@ -515,7 +797,8 @@ impl Message {
     /// `Connection: close`.
     pub fn wants_close(&self) -> bool {
         let conn = |word: &str| {
-            self.headers
+            self.0
+                .headers
                 .get_all(http::header::CONNECTION)
                 .iter()
                 .any(|v| {
@@ -524,7 +807,7 @@ impl Message {
                         .any(|t| t.trim_ascii().eq_ignore_ascii_case(word.as_bytes()))
                 })
         };
-        match self.version {
+        match self.0.version {
             Some(Version::HTTP_10) | Some(Version::HTTP_09) => !conn("keep-alive"),
             _ => conn("close"),
         }

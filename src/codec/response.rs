@@ -140,7 +140,9 @@ pub fn encode_ctl(out: &mut Vec<u8>, sender: &[u8], ids: &[u64], ctls: &[Ctl]) -
     check_sender(sender)?;
     check_ids(ids)?;
     if ctls.is_empty() {
-        return Err(Error::InvalidResponse("an X ctl message needs a key".into()));
+        return Err(Error::InvalidResponse(
+            "an X ctl message needs a key".into(),
+        ));
     }
     out.extend_from_slice(sender);
     out.push(b' ');
@@ -346,16 +348,34 @@ mod tests {
         h.insert("content-type", HeaderValue::from_static("text/plain"));
         h.insert("content-length", HeaderValue::from_static("999"));
         let mut out = Vec::new();
-        encode_head(&mut out, Version::HTTP_11, StatusCode::OK, &h, Framing::Length(5));
+        encode_head(
+            &mut out,
+            Version::HTTP_11,
+            StatusCode::OK,
+            &h,
+            Framing::Length(5),
+        );
         assert_eq!(
             out,
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n"
         );
         out.clear();
-        encode_head(&mut out, Version::HTTP_10, StatusCode::NOT_FOUND, &HeaderMap::new(), Framing::Close);
+        encode_head(
+            &mut out,
+            Version::HTTP_10,
+            StatusCode::NOT_FOUND,
+            &HeaderMap::new(),
+            Framing::Close,
+        );
         assert_eq!(out, b"HTTP/1.0 404 Not Found\r\nConnection: close\r\n\r\n");
         out.clear();
-        encode_head(&mut out, Version::HTTP_11, StatusCode::OK, &HeaderMap::new(), Framing::Chunked);
+        encode_head(
+            &mut out,
+            Version::HTTP_11,
+            StatusCode::OK,
+            &HeaderMap::new(),
+            Framing::Chunked,
+        );
         encode_chunk(&mut out, b"chunk1");
         encode_chunk(&mut out, b"");
         encode_chunk(&mut out, &[b'x'; 26]);

@@ -155,7 +155,9 @@ pub fn decode_frame(input: &[u8], max_len: u64) -> Result<(Frame, &[u8]), ParseE
         None
     };
     let len = usize::try_from(len).map_err(|_| ParseError::new(K::TooLarge, 1))?;
-    let end = pos.checked_add(len).ok_or(ParseError::new(K::TooLarge, 1))?;
+    let end = pos
+        .checked_add(len)
+        .ok_or(ParseError::new(K::TooLarge, 1))?;
     let body = input.get(pos..end).ok_or(inc(input.len()))?;
     let mut payload = body.to_vec();
     if let Some(m) = mask {
@@ -205,10 +207,7 @@ mod tests {
         out.clear();
         encode_close(&mut out, 1000, "bye");
         assert_eq!(out, b"\x88\x05\x03\xe8bye");
-        assert_eq!(
-            parse_close(&out[2..]).unwrap(),
-            Some((1000, &b"bye"[..]))
-        );
+        assert_eq!(parse_close(&out[2..]).unwrap(), Some((1000, &b"bye"[..])));
     }
 
     #[test]
@@ -217,8 +216,14 @@ mod tests {
         let frame = b"\x81\x8a\x11\x22\x33\x44yG_(~\x02G!iV";
         let (f, _) = decode_frame(frame, 1 << 20).unwrap();
         assert_eq!(f.payload, b"hello text");
-        assert_eq!(decode_frame(&frame[..5], 99).unwrap_err().kind(), K::Incomplete);
-        assert_eq!(decode_frame(b"\x83\x00", 99).unwrap_err().kind(), K::BadFrame);
+        assert_eq!(
+            decode_frame(&frame[..5], 99).unwrap_err().kind(),
+            K::Incomplete
+        );
+        assert_eq!(
+            decode_frame(b"\x83\x00", 99).unwrap_err().kind(),
+            K::BadFrame
+        );
         assert_eq!(
             decode_frame(b"\x82\x7f\xff\xff\xff\xff\xff\xff\xff\xff", u64::MAX)
                 .unwrap_err()
