@@ -80,9 +80,24 @@ start_hello() {
 }
 url_hello() { echo "http://127.0.0.1:$PORT/hello"; }
 
+# The WSGI bridge: bench/seed/hello.py (the same 13 bytes) under the m2wsgi command, with
+# $WORKERS threads. (bench/wsgi.sh compares it with the seed m2wsgi and the raw handler.)
+M2WSGI_BIN="$REPO/target/release/m2wsgi"
+declare_wsgi() { add_handler wsgi /wsgi; }
+start_wsgi() {
+    spawn wsgi env -u VIRTUAL_ENV "$M2WSGI_BIN" --log-level warn --num-threads "$WORKERS" \
+        --pythonpath "$REPO/bench/seed" --send-ident "${IDENT[wsgi]}" \
+        hello:app "${SEND[wsgi]}" "${RECV[wsgi]}"
+}
+url_wsgi() { echo "http://127.0.0.1:$PORT/wsgi"; }
+
 # ---------------------------------------------------------------- build and configure
 echo "== building examples/hello (release)"
 cargo build --release --example hello -q
+if [[ " $TARGETS " == *" wsgi "* ]]; then
+    echo "== building m2wsgi (release, --features wsgi)"
+    PYO3_PYTHON="$(bash scripts/python.sh)" cargo build --release --features wsgi --bin m2wsgi -q
+fi
 
 PORT="$(free_port)"
 for t in $TARGETS; do "declare_$t"; done

@@ -18,6 +18,15 @@
 //! - [`tnetstring`]: a strict, zero-copy tnetstring and netstring parser and encoder.
 //! - [`codec`]: the Mongrel2 message format in both directions ([`RawMessage`], [`Message`],
 //!   [`codec::response`], [`codec::websocket`]). Pure: bytes in, values out, fuzzed.
+//! - [`SocketSpec`] and, with feature `config-db` (default), [`config`]: where the sockets are,
+//!   from specs (`tcp://IDENT@127.0.0.1:9999#bind`) or from Mongrel2's config database.
+//! - With feature `runtime` (default; links the system libzmq): `Connection` (the only code that
+//!   touches ZeroMQ), `Request` / `Responder` / `ResponseStream` / `Body` (answer from any thread,
+//!   stream with flow control, read uploads in place), `Server` (N workers, fair dispatch,
+//!   graceful drain) and `Device` (one Mongrel2, several handler processes).
+//! - With feature `wsgi`: the PEP 3333 bridge and the `m2wsgi` command.
+//!
+//! A complete native handler (feature `runtime`) is in the README and in `examples/hello.rs`.
 //! - `wsgi` (feature `wsgi`): a PEP 3333 bridge serving Python WSGI applications, embedding
 //!   CPython through PyO3; the `m2wsgi` command is built on it.
 //!
@@ -87,7 +96,7 @@ pub use request::{Body, Request, Responder, ResponseStream, MAX_CREDITS};
 pub use server::{install_signal_handlers, Server, ShutdownHandle, Worker};
 pub use spec::{default_recv_spec, SocketSpec};
 
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "runtime"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 

@@ -1,0 +1,232 @@
+#!/usr/bin/env bash
+# End-to-end WSGI benchmark through a real Mongrel2, on loopback:
+#
+#   hello world (bench/seed/hello.py, 13 bytes) served by
+#     seed-N    the seed m2wsgi 0.5.2 (Python 2, bench/seed/setup.sh), --num-threads=N
+#     m2wsgi-N  this crate's m2wsgi command, --num-threads N
+#     rust-N    the raw Rust handler examples/hello.rs, --workers N
+#   for N in 1 and 4, interleaved over several rounds (medians reported; these 2-core machines
+#   vary 10-30% between runs), Mongrel2 restarted for every run;
+#
+#   then memory: 1 GiB downloaded (download.flow_control=1) and 1 GiB uploaded (read 64 KiB at
+#   a time by the app) through m2wsgi, and its peak RSS (VmHWM).
+#
+# Usage: bench/wsgi.sh [--rounds N] [--duration SECS] [--connections C] [--no-seed] [--no-memory]
+# Goals: m2wsgi >= 3x the seed's best, >= 0.7x raw Rust; peak RSS <= 64 MiB.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROUNDS=3
+DURATION=10
+CONNS=32
+SEED=1
+MEMORY=1
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --rounds) ROUNDS="$2"; shift 2 ;;
+        --duration) DURATION="$2"; shift 2 ;;
+        --connections) CONNS="$2"; shift 2 ;;
+        --no-seed) SEED=0; shift ;;
+        --no-memory) MEMORY=0; shift ;;
+        -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        *) echo "wsgi.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+
+say() { printf '[wsgi-bench] %s\n' "$*" >&2; }
+die() { printf '[wsgi-bench] ERROR: %s\n' "$*" >&2; exit 1; }
+for tool in mongrel2 m2sh wrk curl; do
+    command -v "$tool" >/dev/null || die "$tool not found: run scripts/install-deps.sh"
+done
+
+cd "$REPO"
+PYO3_PYTHON="$(bash scripts/python.sh)"
+export PYO3_PYTHON
+say "building (release, --features wsgi) against $PYO3_PYTHON"
+cargo build -q --release --features wsgi --bin m2wsgi --example hello
+M2WSGI="$REPO/target/release/m2wsgi"
+HELLO="$REPO/target/release/examples/hello"
+SEED_PY="$REPO/.bench/seed/venv/bin/python"
+if [[ "$SEED" -eq 1 && ! -x "$SEED_PY" ]]; then
+    say "setting up the seed (bench/seed/setup.sh)"
+    bash bench/seed/setup.sh >&2
+fi
+
+WORK="$(mktemp -d /tmp/m2wsgi-bench.XXXXXX)"
+M2PID=""
+HPID=""
+cleanup() {
+    [[ -n "$HPID" ]] && kill "$HPID" 2>/dev/null && wait "$HPID" 2>/dev/null || true
+    [[ -n "$M2PID" ]] && kill "$M2PID" 2>/dev/null && wait "$M2PID" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+mkdir -p "$WORK"/{logs,run,tmp}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+SEND_PORT="$(free_port)"; RECV_PORT="$(free_port)"; HTTP_PORT="$(free_port)"
+SEND="tcp://127.0.0.1:$SEND_PORT"
+RECV="tcp://127.0.0.1:$RECV_PORT"
+URL="http://127.0.0.1:$HTTP_PORT/"
+
+write_config() { # $1 = flow control 0/1
+    cat > "$WORK/mongrel2.conf" <<EOF
+h = Handler(send_spec='$SEND', send_ident='9a8a4c4e-2d41-4a5e-b3c0-6b7f1c2a0001', recv_spec='$RECV', recv_ident='', protocol='tnetstring')
+main = Server(uuid='bench', chroot='./', access_log='/logs/access.log', error_log='/logs/error.log',
+    pid_file='/run/mongrel2.pid', default_host='localhost', name='main', bind_addr='127.0.0.1', port=$HTTP_PORT,
+    hosts=[Host(name='localhost', routes={'/': h})])
+settings = {'server.daemonize': 0, 'limits.content_length': 4096, 'upload.temp_store': '/tmp/upload.XXXXXX',
+    'download.flow_control': $1}
+servers = [main]
+EOF
+    rm -f "$WORK/config.sqlite"
+    (cd "$WORK" && m2sh load -config mongrel2.conf -db config.sqlite >/dev/null 2>&1) \
+        || die "m2sh load failed"
+}
+
+start_m2() {
+    rm -f "$WORK/run/mongrel2.pid"
+    (cd "$WORK" && exec mongrel2 config.sqlite bench >"$WORK/m2.out" 2>&1) &
+    M2PID=$!
+    for _ in $(seq 200); do
+        # ready: "Running" logged and the HTTP port listening (no probe request: with no
+        # handler connected it would hang in Mongrel2's queue)
+        grep -q "Running. Copyright" "$WORK/logs/error.log" 2>/dev/null \
+            && ss -ltn "sport = :$HTTP_PORT" 2>/dev/null | grep -q LISTEN && return 0
+        sleep 0.05
+    done
+    die "mongrel2 did not start: $(tail -5 "$WORK/logs/error.log" 2>/dev/null)"
+}
+
+stop_m2() {
+    [[ -n "$M2PID" ]] || return 0
+    kill "$M2PID" 2>/dev/null || true
+    wait "$M2PID" 2>/dev/null || true
+    M2PID=""
+    : > "$WORK/logs/error.log"
+}
+
+start_handler() { # name
+    local name="$1" n="${1##*-}"
+    case "$name" in
+        seed-*) (cd "$REPO/bench/seed" && exec "$SEED_PY" launcher.py --num-threads="$n" hello.app "$SEND" "$RECV") \
+                    >"$WORK/h.out" 2>&1 & ;;
+        m2wsgi-*) env -u VIRTUAL_ENV "$M2WSGI" --pythonpath "$REPO/bench/seed" --num-threads "$n" \
+                    --log-level warn hello:app "$SEND" "$RECV" >"$WORK/h.out" 2>&1 & ;;
+        rust-*) RUST_LOG=warn "$HELLO" "$SEND" "$RECV" --workers "$n" >"$WORK/h.out" 2>&1 & ;;
+    esac
+    HPID=$!
+    for _ in $(seq 200); do
+        if [[ "$(curl -s --max-time 2 "$URL")" == "Hello, world!" ]]; then return 0; fi
+        kill -0 "$HPID" 2>/dev/null || die "$name exited: $(tail -5 "$WORK/h.out")"
+        sleep 0.05
+    done
+    die "$name does not answer: $(tail -5 "$WORK/h.out")"
+}
+
+stop_handler() {
+    [[ -n "$HPID" ]] || return 0
+    kill -TERM "$HPID" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$HPID" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL "$HPID" 2>/dev/null || true
+    wait "$HPID" 2>/dev/null || true
+    HPID=""
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+measure() { # name -> prints "req/s cpu-us-per-request"
+    local name="$1" out rps reqs t0 t1
+    start_m2
+    start_handler "$name"
+    wrk -t1 -c"$CONNS" -d2s "$URL" >/dev/null 2>&1 || true   # warm-up
+    t0="$(cpu_ticks "$HPID")"
+    out="$(wrk -t1 -c"$CONNS" -d"${DURATION}s" "$URL" 2>&1)"
+    t1="$(cpu_ticks "$HPID")"
+    stop_handler
+    stop_m2
+    rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
+    reqs="$(awk '/requests in/ {print $1}' <<<"$out")"
+    if grep -qE "Non-2xx|Socket errors" <<<"$out"; then
+        say "$name: $(grep -E "Non-2xx|Socket errors" <<<"$out" | tr -s ' ' | tr '\n' ' ')"
+    fi
+    # The handler's own CPU time per request: steadier than req/s on a busy machine.
+    awk -v r="${rps:-0}" -v n="${reqs:-0}" -v a="$t0" -v b="$t1" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { printf "%s %.1f\n", r, (n > 0 ? (b - a) / hz * 1e6 / n : 0) }'
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print 0; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+
+PEERS=(m2wsgi-1 rust-1 m2wsgi-4 rust-4)
+[[ "$SEED" -eq 1 ]] && PEERS=(seed-1 seed-4 "${PEERS[@]}")
+declare -A RESULTS
+write_config 0
+say "hello world: ${#PEERS[@]} peers x $ROUNDS rounds, wrk -t1 -c$CONNS -d${DURATION}s, $(nproc) cores"
+declare -A CPU ROUND
+RATIO_RUST1=""; RATIO_RUST4=""; RATIO_SEED=""
+for round in $(seq "$ROUNDS"); do
+    for p in "${PEERS[@]}"; do
+        read -r r c <<<"$(measure "$p")"
+        RESULTS[$p]="${RESULTS[$p]:-} $r"
+        CPU[$p]="${CPU[$p]:-} $c"
+        say "round $round: $p $r req/s, handler CPU $c us/request"
+        ROUND[$p]="$r"
+    done
+    # Peers measured back to back in one round: their ratios are the least noisy figure.
+    RATIO_RUST1+="$(awk -v a="${ROUND[m2wsgi-1]}" -v b="${ROUND[rust-1]}" 'BEGIN {printf "%.4f", a / b}') "
+    RATIO_RUST4+="$(awk -v a="${ROUND[m2wsgi-4]}" -v b="${ROUND[rust-4]}" 'BEGIN {printf "%.4f", a / b}') "
+    if [[ "$SEED" -eq 1 ]]; then
+        RATIO_SEED+="$(awk -v a="${ROUND[m2wsgi-1]}" -v b="${ROUND[m2wsgi-4]}" \
+            -v c="${ROUND[seed-1]}" -v d="${ROUND[seed-4]}" \
+            'BEGIN {m = a > b ? a : b; s = c > d ? c : d; printf "%.4f", m / s}') "
+    fi
+done
+
+printf '\n%-10s %12s %14s   %s\n' peer "median req/s" "CPU us/req" "runs (req/s)"
+declare -A MED
+for p in "${PEERS[@]}"; do
+    MED[$p]="$(tr ' ' '\n' <<<"${RESULTS[$p]}" | grep -v '^$' | median)"
+    cpu="$(tr ' ' '\n' <<<"${CPU[$p]}" | grep -v '^$' | median)"
+    printf '%-10s %12.0f %14.1f   %s\n' "$p" "${MED[$p]}" "$cpu" "${RESULTS[$p]}"
+done
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+med_ratio() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median | awk '{printf "%.2f", $1}'; }
+best_m2="$(printf '%s\n' "${MED[m2wsgi-1]}" "${MED[m2wsgi-4]}" | sort -n | tail -1)"
+echo
+echo "ratios: of the medians | median of the per-round ratios"
+if [[ "$SEED" -eq 1 ]]; then
+    best_seed="$(printf '%s\n' "${MED[seed-1]}" "${MED[seed-4]}" | sort -n | tail -1)"
+    echo "m2wsgi best / seed best:  $(ratio "$best_m2" "$best_seed")x | $(med_ratio "$RATIO_SEED")x   (goal >= 3)"
+fi
+echo "m2wsgi-1 / rust-1:        $(ratio "${MED[m2wsgi-1]}" "${MED[rust-1]}")x | $(med_ratio "$RATIO_RUST1")x   (goal >= 0.7)"
+echo "m2wsgi-4 / rust-4:        $(ratio "${MED[m2wsgi-4]}" "${MED[rust-4]}")x | $(med_ratio "$RATIO_RUST4")x   (goal >= 0.7)"
+echo "($(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
+
+if [[ "$MEMORY" -eq 1 ]]; then
+    echo
+    say "memory: 1 GiB down (download.flow_control=1) and 1 GiB up through m2wsgi"
+    write_config 1
+    start_m2
+    chroot=/
+    [[ "$(id -u)" -eq 0 ]] && chroot="$WORK"   # as root mongrel2 really chroots
+    VIRTUAL_ENV="$REPO/.venv" "$M2WSGI" --chdir "$REPO/tests/apps" --log-level warn --flow-control \
+        --upload-dir /tmp --mongrel2-chroot "$chroot" probe "$SEND" "$RECV" >"$WORK/h.out" 2>&1 &
+    HPID=$!
+    for _ in $(seq 200); do
+        [[ "$(curl -s --max-time 2 "${URL}hello")" == "Hello, world!" ]] && break
+        sleep 0.05
+    done
+    t0=$(date +%s.%N)
+    down="$(curl -s --max-time 600 -o /dev/null -w '%{http_code} %{size_download}' "${URL}big?mb=1024")"
+    t1=$(date +%s.%N)
+    truncate -s 1G "$WORK/gib.bin"
+    up="$(curl -s --max-time 600 -X POST -H 'Expect:' -T "$WORK/gib.bin" "${URL}input?op=hash")"
+    t2=$(date +%s.%N)
+    rm -f "$WORK/gib.bin"
+    hwm="$(awk '/VmHWM/ {print $2}' "/proc/$HPID/status")"
+    stop_handler
+    stop_m2
+    echo "download: $down  in $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}') s"
+    echo "upload:   ${up//$'\n'/}  in $(awk -v a="$t1" -v b="$t2" 'BEGIN {printf "%.1f", b - a}') s"
+    echo "m2wsgi peak RSS (VmHWM): $((hwm / 1024)) MiB   (goal <= 64)"
+fi

@@ -1,0 +1,376 @@
+//! Starting the embedded interpreter, flushing it at exit, and importing the application.
+
+use super::WsgiError;
+use pyo3::exceptions::PyModuleNotFoundError;
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+use std::path::{Path, PathBuf};
+
+/// `sys.executable` of the interpreter this crate was built against (`PYO3_PYTHON` at build
+/// time): the default `PyConfig.executable` when no virtualenv is active.
+pub const BUILD_PYTHON: &str = env!("M2WSGI_PYTHON");
+
+/// The interpreter whose prefix (and `pyvenv.cfg`) the embedded CPython adopts:
+/// `$VIRTUAL_ENV/bin/python` when `VIRTUAL_ENV` is set and that file exists, else
+/// [`BUILD_PYTHON`].
+pub fn python_executable() -> PathBuf {
+    if let Some(venv) = std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()) {
+        let exe = Path::new(&venv).join("bin").join("python");
+        if exe.exists() {
+            return exe;
+        }
+        log::warn!(
+            "VIRTUAL_ENV={} has no bin/python; using {BUILD_PYTHON}",
+            Path::new(&venv).display()
+        );
+    }
+    PathBuf::from(BUILD_PYTHON)
+}
+
+/// Whether CPython is initialised in this process.
+pub fn is_initialized() -> bool {
+    Python::try_attach(|_| ()).is_some()
+}
+
+/// Initialises CPython for embedding. Call it once, early, before any thread uses Python.
+///
+/// `executable` is the interpreter CPython should believe it is (it derives `sys.prefix` and
+/// honours a `pyvenv.cfg` next to it); `None` means [`python_executable`]. Python installs no
+/// signal handlers (`install_signal_handlers = 0`): install Rust ones, before this call, since
+/// the first `import signal` otherwise puts Python's SIGINT handler in place. On return the GIL is
+/// released, so any thread may `Python::attach`.
+///
+/// # Errors
+/// [`WsgiError::Init`] when Python is already initialised or `Py_InitializeFromConfig` fails.
+pub fn initialize(executable: Option<&Path>) -> Result<(), WsgiError> {
+    let exe = executable.map_or_else(python_executable, Path::to_path_buf);
+    init_from_config(&exe).map_err(WsgiError::Init)?;
+    log::debug!("Python initialised as {}", exe.display());
+    Ok(())
+}
+
+/// The one FFI island of the crate: CPython's `PyConfig` initialisation protocol has no safe
+/// wrapper in PyO3 (whose `Python::initialize` would look up `python3` on `PATH` and install
+/// Python's signal handlers).
+#[allow(unsafe_code)]
+fn init_from_config(exe: &Path) -> Result<(), String> {
+    use pyo3::ffi;
+    use std::os::unix::ffi::OsStrExt;
+
+    let exe_c = std::ffi::CString::new(exe.as_os_str().as_bytes())
+        .map_err(|_| format!("interpreter path {} contains a NUL byte", exe.display()))?;
+
+    // SAFETY: `st.func` and `st.err_msg` are NULL or static C strings owned by CPython.
+    unsafe fn check(st: ffi::PyStatus, what: &str) -> Result<(), String> {
+        // SAFETY: reading a PyStatus returned by CPython.
+        unsafe {
+            if ffi::PyStatus_Exception(st) == 0 {
+                return Ok(());
+            }
+            let text = |p: *const std::os::raw::c_char| {
+                if p.is_null() {
+                    String::new()
+                } else {
+                    std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+                }
+            };
+            Err(if ffi::PyStatus_IsExit(st) != 0 {
+                format!("{what}: the interpreter asked to exit ({})", st.exitcode)
+            } else {
+                format!("{what}: {} {}", text(st.func), text(st.err_msg))
+            })
+        }
+    }
+
+    // SAFETY: the documented PyConfig protocol. PyConfig_InitPythonConfig initialises the whole
+    // struct, the string setter copies its argument, PyConfig_Clear frees what the config owns
+    // on every path. Nothing else touches Python yet (checked with Py_IsInitialized; callers
+    // run this before starting threads that use Python).
+    unsafe {
+        if ffi::Py_IsInitialized() != 0 {
+            return Err("Python is already initialised in this process".into());
+        }
+        let mut config = std::mem::MaybeUninit::<ffi::PyConfig>::uninit();
+        ffi::PyConfig_InitPythonConfig(config.as_mut_ptr());
+        let c = config.as_mut_ptr();
+        // Trap 3: SIGINT/SIGTERM belong to Rust.
+        (*c).install_signal_handlers = 0;
+        // Do not parse our command line as Python's.
+        (*c).parse_argv = 0;
+        // Trap 2: derive sys.prefix (and honour pyvenv.cfg) from this interpreter, not from the
+        // first `python3` on PATH.
+        let st = ffi::PyConfig_SetBytesString(
+            c,
+            std::ptr::addr_of_mut!((*c).executable),
+            exe_c.as_ptr(),
+        );
+        if let Err(e) = check(st, "PyConfig_SetBytesString(executable)") {
+            ffi::PyConfig_Clear(c);
+            return Err(e);
+        }
+        let st = ffi::Py_InitializeFromConfig(c);
+        ffi::PyConfig_Clear(c);
+        check(st, "Py_InitializeFromConfig")?;
+        // Py_InitializeFromConfig returns holding the GIL: release it so that other threads can
+        // attach. This thread's state stays registered; a later attach here reuses it.
+        ffi::PyEval_SaveThread();
+    }
+    Ok(())
+}
+
+/// Flushes Python's `sys.stdout` and `sys.stderr`. The interpreter is never finalised (that
+/// would wait for the application's threads), so call this before the process exits, or
+/// buffered output such as a `print()` without a newline is lost. Does nothing when Python is
+/// not initialised.
+pub fn flush_stdio() {
+    let _ = Python::try_attach(|py| {
+        let Ok(sys) = py.import("sys") else { return };
+        for name in ["stdout", "stderr"] {
+            if let Ok(stream) = sys.getattr(name) {
+                if !stream.is_none() {
+                    if let Err(e) = stream.call_method0("flush") {
+                        log::warn!("flushing sys.{name}: {e}");
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// What a normal interpreter exit would do, short of finalising it: runs the application's
+/// `atexit` handlers (`logging` flushes its handlers there, for one), then [`flush_stdio`].
+/// The interpreter is never finalised, since that would wait for the application's threads.
+/// Call it once, as the process ends. Does nothing when Python is not initialised.
+pub fn run_exit_handlers() {
+    let _ = Python::try_attach(|py| {
+        let ran = py
+            .import("atexit")
+            .and_then(|m| m.call_method0("_run_exitfuncs"));
+        if let Err(e) = ran {
+            log::warn!("running atexit handlers: {}", format_exception(py, &e));
+        }
+    });
+    flush_stdio();
+}
+
+/// A few lines describing the embedded interpreter: version, `sys.executable`, `sys.prefix`,
+/// the `libpython` mapped into this process, and `sys.path`. For `m2wsgi --python-info`.
+///
+/// # Panics
+/// If Python is not initialised.
+pub fn python_info() -> String {
+    let libpython = std::fs::read_to_string("/proc/self/maps")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.contains("libpython"))
+        .unwrap_or("(none: statically linked?)")
+        .to_string();
+    Python::attach(|py| {
+        let get = |expr: &std::ffi::CStr| -> String {
+            py.eval(expr, None, None)
+                .and_then(|v| v.str().map(|s| s.to_string()))
+                .unwrap_or_else(|e| format!("<{e}>"))
+        };
+        format!(
+            "python: {}\nexecutable: {}\nprefix: {}\nbase_prefix: {}\nlibpython: {libpython}\n\
+             build_python: {BUILD_PYTHON}\npath: {}\n",
+            get(c"__import__('sys').version.split()[0]"),
+            get(c"__import__('sys').executable"),
+            get(c"__import__('sys').prefix"),
+            get(c"__import__('sys').base_prefix"),
+            get(c"__import__('os').pathsep.join(__import__('sys').path)"),
+        )
+    })
+}
+
+/// Formats a Python exception with its traceback, as `traceback.format_exception` does.
+pub(crate) fn format_exception(py: Python<'_>, err: &PyErr) -> String {
+    let formatted = py.import("traceback").and_then(|tb| {
+        let lines = tb.call_method1(
+            "format_exception",
+            (err.get_type(py), err.value(py), err.traceback(py)),
+        )?;
+        let text: String = pyo3::types::PyString::new(py, "")
+            .call_method1("join", (lines,))?
+            .extract()?;
+        Ok(text)
+    });
+    match formatted {
+        Ok(t) => t.trim_end().to_string(),
+        Err(_) => err.to_string(),
+    }
+}
+
+fn is_dotted(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('.').all(|part| {
+            let mut chars = part.chars();
+            chars.next().is_some_and(|c| c == '_' || c.is_alphabetic())
+                && chars.all(|c| c == '_' || c.is_alphanumeric())
+        })
+}
+
+/// Imports the WSGI application `name`.
+///
+/// Accepted forms: `pkg.mod:attr` (the attribute may be dotted: `pkg.mod:factory.app`),
+/// `pkg.mod.attr` (the seed's `dotted.app.name`: the module if one of that name exists, else
+/// the last part is an attribute), and `pkg.mod` (then its `application`, else its `app`).
+/// The directories in `sys_path` are put at the front of `sys.path` first, in order (pass the
+/// working directory to make modules there importable).
+///
+/// # Errors
+/// [`WsgiError::ModuleNotFound`] when the module does not exist, told apart from
+/// [`WsgiError::ImportFailed`] when it exists but raises while importing (including an
+/// `ImportError` for one of its own imports); [`WsgiError::NoAttribute`],
+/// [`WsgiError::NotCallable`], [`WsgiError::BadAppName`].
+///
+/// # Panics
+/// If Python is not initialised.
+pub fn load_app(name: &str, sys_path: &[PathBuf]) -> Result<Py<PyAny>, WsgiError> {
+    Python::attach(|py| {
+        prepend_sys_path(py, sys_path)?;
+        let (obj, shown) = if let Some((module, attr)) = name.split_once(':') {
+            if !is_dotted(module) || !is_dotted(attr) {
+                return Err(bad_name(name));
+            }
+            let m = import(py, name, module)?;
+            (get_attr_path(&m, module, attr)?, name.to_string())
+        } else {
+            if !is_dotted(name) {
+                return Err(bad_name(name));
+            }
+            match import(py, name, name) {
+                Ok(m) => {
+                    let mut found = None;
+                    for attr in ["application", "app"] {
+                        if let Ok(v) = m.getattr(attr) {
+                            found = Some((v, format!("{name}:{attr}")));
+                            break;
+                        }
+                    }
+                    found.ok_or_else(|| WsgiError::NoAttribute {
+                        module: name.to_string(),
+                        attr: "`application` (nor `app`)".to_string(),
+                    })?
+                }
+                Err(WsgiError::ModuleNotFound { module, .. })
+                    if module == name && name.contains('.') =>
+                {
+                    let (module, attr) = name.rsplit_once('.').unwrap_or((name, ""));
+                    let m = import(py, name, module)?;
+                    (get_attr_path(&m, module, attr)?, format!("{module}:{attr}"))
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        if !obj.is_callable() {
+            return Err(WsgiError::NotCallable {
+                name: shown,
+                type_name: obj
+                    .get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default(),
+            });
+        }
+        log::debug!("loaded application {shown}");
+        Ok(obj.unbind())
+    })
+}
+
+fn bad_name(name: &str) -> WsgiError {
+    let reason = if name.ends_with(".py") || name.contains('/') {
+        "give a dotted module name (pkg.module:app), not a file path; add its directory with \
+         --pythonpath or --chdir"
+    } else {
+        "expected pkg.module:attribute, pkg.module.attribute or pkg.module"
+    };
+    WsgiError::BadAppName {
+        name: name.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn prepend_sys_path(py: Python<'_>, dirs: &[PathBuf]) -> Result<(), WsgiError> {
+    let path = py
+        .import("sys")
+        .and_then(|s| s.getattr("path"))
+        .and_then(|p| p.cast_into::<PyList>().map_err(Into::into))
+        .map_err(|e| WsgiError::Python(e.to_string()))?;
+    for (i, dir) in dirs.iter().enumerate() {
+        let d = dir.to_string_lossy().into_owned();
+        let present = path.contains(&d).unwrap_or(false);
+        if present {
+            let _ = path.call_method1("remove", (&d,));
+        }
+        path.insert(i, d)
+            .map_err(|e| WsgiError::Python(e.to_string()))?;
+    }
+    Ok(())
+}
+
+fn import<'py>(
+    py: Python<'py>,
+    app: &str,
+    module: &str,
+) -> Result<Bound<'py, PyModule>, WsgiError> {
+    py.import(module).map_err(|e| {
+        if e.is_instance_of::<PyModuleNotFoundError>(py) {
+            let missing: Option<String> = e
+                .value(py)
+                .getattr("name")
+                .ok()
+                .and_then(|n| n.extract().ok());
+            if let Some(missing) = missing {
+                if module == missing || module.starts_with(&format!("{missing}.")) {
+                    let sys_path = py
+                        .eval(c"repr(__import__('sys').path)", None, None)
+                        .map(|v| v.to_string())
+                        .unwrap_or_default();
+                    return WsgiError::ModuleNotFound {
+                        app: app.to_string(),
+                        module: missing,
+                        sys_path,
+                    };
+                }
+            }
+        }
+        WsgiError::ImportFailed {
+            module: module.to_string(),
+            traceback: format_exception(py, &e),
+        }
+    })
+}
+
+fn get_attr_path<'py>(
+    m: &Bound<'py, PyModule>,
+    module: &str,
+    attr: &str,
+) -> Result<Bound<'py, PyAny>, WsgiError> {
+    let mut obj = m.clone().into_any();
+    for part in attr.split('.') {
+        obj = obj.getattr(part).map_err(|_| WsgiError::NoAttribute {
+            module: module.to_string(),
+            attr: format!("`{attr}`"),
+        })?;
+    }
+    Ok(obj)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_dotted;
+
+    #[test]
+    fn dotted_names() {
+        assert!(is_dotted("a"));
+        assert!(is_dotted("pkg.mod_1.x"));
+        assert!(is_dotted("_private.app"));
+        assert!(!is_dotted(""));
+        assert!(!is_dotted("a..b"));
+        assert!(!is_dotted("1abc"));
+        assert!(!is_dotted("app.py/x"));
+        assert!(!is_dotted("a.b."));
+    }
+}

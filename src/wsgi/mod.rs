@@ -1,0 +1,170 @@
+//! A PEP 3333 (WSGI) bridge: serve a Python web application (Flask, Django, any WSGI callable)
+//! behind Mongrel2, with CPython embedded in this process through PyO3.
+//!
+//! The `m2wsgi` command is a thin front end to this module; use the module directly to embed the
+//! bridge in your own binary.
+//!
+//! ```no_run
+//! use m2wsgi::wsgi::{self, WsgiServer};
+//! use m2wsgi::Connection;
+//!
+//! // Once per process, before any other thread touches Python (and after installing your own
+//! // SIGINT/SIGTERM handlers, if any: see `install_signal_handlers`).
+//! wsgi::initialize(None)?;
+//! let app = wsgi::load_app("myproject.wsgi:application", &[std::env::current_dir()?])?;
+//! let conn = Connection::builder("tcp://127.0.0.1:9999").connect()?;
+//! WsgiServer::new(app).threads(4).serve(conn)?;
+//! wsgi::run_exit_handlers(); // atexit handlers, then flush sys.stdout / sys.stderr
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # What the application sees
+//!
+//! `environ` is a real `dict` copied per request from a per-thread template. Every CGI value is a
+//! `str`:
+//!
+//! | key | value |
+//! |---|---|
+//! | `REQUEST_METHOD` | the method |
+//! | `SCRIPT_NAME` | the route's prefix: Mongrel2's `PATTERN` up to the first `(` (or other pattern character), without a trailing `/`, when the path starts with it at a segment boundary; or [`WsgiServer::script_name`] |
+//! | `PATH_INFO` | the rest of the path, percent-decoded, bytes as latin-1 (PEP 3333). `%2F` is decoded to `/` like gunicorn, wsgiref and Werkzeug do; the raw path is in `REQUEST_URI` / `RAW_URI` |
+//! | `QUERY_STRING` | raw, never decoded; `""` when there is none |
+//! | `SERVER_NAME`, `SERVER_PORT` | from the `Host` header; else `localhost` and 80 / 443 by scheme |
+//! | `SERVER_PROTOCOL` | `HTTP/1.1` or `HTTP/1.0` |
+//! | `CONTENT_TYPE`, `CONTENT_LENGTH` | only when present; `CONTENT_LENGTH` is the real body size for async uploads (chunked request bodies included: Mongrel2 de-chunks them, so `HTTP_TRANSFER_ENCODING` is left out) |
+//! | `HTTP_*` | every other header; repeated ones joined with `", "` (`Cookie` with `"; "`); values latin-1, byte for byte. Names holding `_` are dropped (they would collide with `-` names, e.g. a client's `X_Forwarded_For` with Mongrel2's `X-Forwarded-For`), and so are Mongrel2's `x-mongrel2-upload-*` |
+//! | `REMOTE_ADDR` | the client address Mongrel2 reports |
+//! | `REQUEST_URI`, `RAW_URI` | the raw request target (path and query) |
+//! | `wsgi.version` | `(1, 0)` |
+//! | `wsgi.url_scheme` | Mongrel2's `URL_SCHEME` (`http` / `https`) |
+//! | `wsgi.input` | a streaming file-like object over the body: `read(n)`, `read()`, `readline(size)`, `readlines(hint)`, iteration; never loaded whole, `b''` past the end; the GIL is released while it waits |
+//! | `wsgi.input_terminated` | `True`: Mongrel2 delivers whole bodies, reading to `b''` is safe |
+//! | `wsgi.errors` | a text stream whose lines go to the log (target `wsgi.errors`, level error) |
+//! | `wsgi.multithread` | `True` with more than one thread |
+//! | `wsgi.multiprocess` | [`WsgiServer::multiprocess`]: `False` unless declared (Mongrel2 cannot tell a handler about other handler processes) |
+//! | `wsgi.run_once` | `False` |
+//! | `wsgi.file_wrapper` | [`FileWrapper`]: responses built from it are read in 256 KiB blocks |
+//! | `m2wsgi.is_disconnected` | a callable: `True` once Mongrel2 reported the client gone |
+//!
+//! # Responses
+//!
+//! `start_response(status, headers, exc_info=None)` follows PEP 3333 to the letter: the status may
+//! be replaced (with `exc_info`) until the headers are sent, `exc_info` is re-raised once they
+//! are, and a second call without `exc_info` raises. Headers go out with the first non-empty body
+//! chunk (so `start_response` may be called during the first iteration), in one Mongrel2 message
+//! with it. The status line and header names, values and framing are checked: a malformed status,
+//! a header name that is not a token, CR/LF in a value, a character outside latin-1, or a
+//! hop-by-hop header (`Connection`, `Keep-Alive`, `Transfer-Encoding`, `Upgrade`, `Proxy-*`,
+//! `TE`, `Trailer`) makes `start_response` raise, and the client gets a 500 with a log line.
+//!
+//! A `list` or `tuple` of `bytes` is sent as one message with a `Content-Length`. Any other
+//! iterable is streamed: chunked on HTTP/1.1 without a `Content-Length`, close-delimited on
+//! HTTP/1.0. Writes are coalesced by [`ResponseStream`](crate::ResponseStream), and whatever a
+//! paused generator has produced is flushed within 10 ms, so no block is delayed while the
+//! application computes the next. Iteration stops when the client disconnects. `close()` on the
+//! iterable is called in every case: normal end, error, disconnect. An exception (or a non-bytes
+//! chunk) before anything was sent gives a 500, after that the connection is closed; the
+//! traceback goes to the log, never the environ, and the thread goes on serving.
+//!
+//! # Threads
+//!
+//! Each worker thread attaches to Python once for its whole life and releases the GIL whenever it
+//! waits (for the next request, for the body, for download credits). No Python-level lock is
+//! taken by the bridge, so it is ready for free-threaded CPython.
+//!
+//! # Embedding CPython
+//!
+//! [`initialize`] starts the interpreter through `PyConfig` so that:
+//! - it is the interpreter this crate was built against (`PYO3_PYTHON`; the build script adds an
+//!   rpath to its `libpython`);
+//! - `sys.prefix` comes from `$VIRTUAL_ENV/bin/python` when a virtualenv is active, else from the
+//!   build interpreter, never from whatever `python3` is first on `PATH`;
+//! - Python installs no signal handlers: SIGINT/SIGTERM stay with Rust (install yours before
+//!   calling it, see [`install_signal_handlers`](crate::install_signal_handlers));
+//! - the interpreter is never finalised (that would wait for the application's non-daemon
+//!   threads): call [`run_exit_handlers`] (the `atexit` handlers, then [`flush_stdio`]) before
+//!   exiting.
+
+mod environ;
+mod input;
+mod interpreter;
+mod response;
+mod server;
+
+pub use interpreter::{
+    flush_stdio, initialize, is_initialized, load_app, python_executable, python_info,
+    run_exit_handlers, BUILD_PYTHON,
+};
+pub use response::FileWrapper;
+pub use server::WsgiServer;
+
+use std::fmt;
+
+/// What can go wrong starting the bridge: initialising Python or importing the application.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum WsgiError {
+    /// CPython could not be initialised (or was initialised already).
+    #[error("cannot initialise Python: {0}")]
+    Init(String),
+    /// The application name is not of a form `load_app` understands.
+    #[error("bad application name {name:?}: {reason}")]
+    BadAppName {
+        /// The name as given.
+        name: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The application's module (or a package above it) does not exist.
+    #[error("no module named {module:?} (looked for application {app:?}; sys.path = {sys_path})")]
+    ModuleNotFound {
+        /// The application name as given.
+        app: String,
+        /// The module that is missing.
+        module: String,
+        /// `sys.path` at the time, for the error message.
+        sys_path: String,
+    },
+    /// The application's module exists, but importing it raised (an `ImportError` of one of
+    /// its own imports, a `SyntaxError`, anything).
+    #[error("importing {module:?} raised an exception:\n{traceback}")]
+    ImportFailed {
+        /// The module being imported.
+        module: String,
+        /// The formatted Python traceback.
+        traceback: String,
+    },
+    /// The module has no such attribute (or, for a bare module name, neither `application`
+    /// nor `app`).
+    #[error("module {module:?} has no attribute {attr}")]
+    NoAttribute {
+        /// The module.
+        module: String,
+        /// The attribute(s) looked for.
+        attr: String,
+    },
+    /// The object found is not callable.
+    #[error("{name} is not callable (it is a {type_name})")]
+    NotCallable {
+        /// The application name.
+        name: String,
+        /// Its Python type.
+        type_name: String,
+    },
+    /// Another Python exception while setting things up.
+    #[error("Python error: {0}")]
+    Python(String),
+}
+
+/// A short description for logs: the status line of a response being built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Status {
+    pub(crate) code: http::StatusCode,
+    pub(crate) reason: String,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.code.as_u16(), self.reason)
+    }
+}

@@ -1,0 +1,314 @@
+//! Serving a WSGI application with N worker threads, each attached to Python for its life.
+
+use super::environ::{EnvironConfig, Template};
+use super::input::Input;
+use super::interpreter::format_exception;
+use super::response::{close_iterable, send_body, Exchange, Failure, Flusher, StartResponse};
+use crate::{Connection, MessageKind, Request, Server, Worker};
+use http::{HeaderMap, StatusCode};
+use pyo3::prelude::*;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Serves a WSGI application over a [`Connection`].
+///
+/// ```no_run
+/// # use m2wsgi::{wsgi::{self, WsgiServer}, Connection};
+/// wsgi::initialize(None)?;
+/// let app = wsgi::load_app("hello:application", &[std::env::current_dir()?])?;
+/// let conn = Connection::builder("tcp://127.0.0.1:9999").connect()?;
+/// WsgiServer::new(app)
+///     .threads(4)
+///     .script_name("") // PATH_INFO gets the whole path, whatever the route
+///     .serve(conn)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+#[must_use = "a server does nothing until .serve() is called"]
+pub struct WsgiServer {
+    app: Py<PyAny>,
+    threads: usize,
+    env: EnvironConfig,
+    shutdown_timeout: Duration,
+    stop: Option<Arc<AtomicBool>>,
+}
+
+impl WsgiServer {
+    /// A server for `app` (a callable: see [`load_app`](super::load_app)) with one thread, the
+    /// route prefix as SCRIPT_NAME, `wsgi.multiprocess` false and a 30 s shutdown deadline.
+    pub fn new(app: Py<PyAny>) -> Self {
+        Self {
+            app,
+            threads: 1,
+            env: EnvironConfig::default(),
+            shutdown_timeout: Duration::from_secs(30),
+            stop: None,
+        }
+    }
+
+    /// Number of worker threads (at least 1). `wsgi.multithread` is true with more than one.
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n.max(1);
+        self
+    }
+
+    /// A fixed SCRIPT_NAME (the application's mount point) instead of the prefix of Mongrel2's
+    /// route pattern. A request path that starts with it loses it from PATH_INFO. `""` means no
+    /// SCRIPT_NAME: PATH_INFO is the whole path.
+    pub fn script_name(mut self, s: impl Into<String>) -> Self {
+        self.env.script_name = Some(s.into());
+        self
+    }
+
+    /// Declares that other processes serve the same application from the same Mongrel2 handler
+    /// sockets (`wsgi.multiprocess`). Mongrel2 cannot tell, so it is false unless declared.
+    pub fn multiprocess(mut self, on: bool) -> Self {
+        self.env.multiprocess = on;
+        self
+    }
+
+    /// How long in-flight requests may take to finish once shutdown starts (default 30 s).
+    pub fn shutdown_timeout(mut self, d: Duration) -> Self {
+        self.shutdown_timeout = d;
+        self
+    }
+
+    /// Stops serving when this flag becomes true (set it from a signal handler installed with
+    /// [`install_signal_handlers`](crate::install_signal_handlers) before
+    /// [`initialize`](super::initialize)).
+    pub fn stop_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.stop = Some(flag);
+        self
+    }
+
+    /// Serves until the stop flag is set, then drains (see [`Server`]) and returns. Blocks the
+    /// calling thread, which must not be attached to Python (it would hold the GIL).
+    ///
+    /// # Errors
+    /// [`Error::Python`](crate::Error::Python) when Python is not initialised; as
+    /// [`Server::serve_with`].
+    pub fn serve(self, conn: Connection) -> crate::Result<()> {
+        if !super::is_initialized() {
+            return Err(crate::Error::Python(
+                "Python is not initialised: call m2wsgi::wsgi::initialize first".into(),
+            ));
+        }
+        let mut env = self.env;
+        env.multithread = self.threads > 1;
+        let shared = Arc::new(Shared { app: self.app, env });
+        let mut server = Server::new(conn)
+            .workers(self.threads)
+            .shutdown_timeout(self.shutdown_timeout);
+        if let Some(flag) = self.stop {
+            server = server.stop_flag(flag);
+        }
+        server.serve_with(move |worker| run_worker(&shared, worker))
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    app: Py<PyAny>,
+    env: EnvironConfig,
+}
+
+fn run_worker(shared: &Shared, mut worker: Worker) {
+    let index = worker.index();
+    let flusher = match Flusher::spawn(format!("m2wsgi-flush-{index}")) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            log::warn!(
+                "worker {index}: no flusher thread ({e}); paused streams wait for more output"
+            );
+            None
+        }
+    };
+    Python::attach(|py| {
+        let template = match Template::new(py, &shared.env) {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!(
+                    "worker {index}: cannot build the environ template: {}",
+                    format_exception(py, &e)
+                );
+                return;
+            }
+        };
+        let app = shared.app.bind(py);
+        loop {
+            // The GIL is released while waiting for work.
+            let Some(req) = py.detach(|| worker.next()) else {
+                break;
+            };
+            let run = catch_unwind(AssertUnwindSafe(|| {
+                handle(py, shared, &template, app, flusher.as_ref(), req);
+            }));
+            if run.is_err() {
+                log::error!("worker {index}: panic while handling a request; going on");
+            }
+            if let Some(f) = &flusher {
+                f.set_target(None);
+            }
+        }
+    });
+    if let Some(f) = flusher {
+        f.stop();
+    }
+}
+
+/// `METHOD /path` for log lines (no query string: it may hold secrets). Formatted only when
+/// a line is logged.
+struct Label {
+    method: Option<http::Method>,
+    path: bytes::Bytes,
+}
+
+impl Label {
+    fn new(req: &Request) -> Self {
+        Self {
+            method: req.method().cloned(),
+            path: req.request_path().cloned().unwrap_or_default(),
+        }
+    }
+}
+
+impl std::fmt::Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}",
+            self.method.as_ref().map_or("-", http::Method::as_str),
+            String::from_utf8_lossy(&self.path)
+        )
+    }
+}
+
+fn handle(
+    py: Python<'_>,
+    shared: &Shared,
+    template: &Template,
+    app: &Bound<'_, PyAny>,
+    flusher: Option<&Arc<Flusher>>,
+    req: Request,
+) {
+    match req.kind() {
+        MessageKind::Request | MessageKind::UploadDone { .. } => {}
+        MessageKind::WebSocketHandshake => {
+            log::warn!(
+                "{}: WebSocket handshake refused: WSGI cannot serve WebSockets",
+                Label::new(&req)
+            );
+            let mut h = HeaderMap::new();
+            h.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain"),
+            );
+            let _ = req.reply_http(
+                StatusCode::BAD_REQUEST,
+                &h,
+                b"WebSockets are not served here\n",
+            );
+            return;
+        }
+        // Disconnect notices, WebSocket frames, JSON/XML socket messages: nothing to answer.
+        _ => return,
+    }
+    let what = Label::new(&req);
+    let body = match req.body_reader() {
+        Ok(b) => b,
+        Err(e) => {
+            log::error!("{what}: cannot open the request body: {e}; 500");
+            let ex = Exchange::new(req, None);
+            py.detach(|| ex.fail());
+            return;
+        }
+    };
+    let body_len = body.len();
+    let input = match Bound::new(py, Input::new(body)) {
+        Ok(i) => i.into_any(),
+        Err(e) => {
+            log::error!("{what}: {}", format_exception(py, &e));
+            return;
+        }
+    };
+    let environ = template.build(py, &shared.env, &req, body_len, input);
+    let ex = Exchange::new(req, flusher.cloned());
+    let environ = match environ {
+        Ok(e) => e,
+        Err(e) => {
+            log::error!(
+                "{what}: building environ: {}; 500",
+                format_exception(py, &e)
+            );
+            py.detach(|| ex.fail());
+            return;
+        }
+    };
+    if let Some(f) = flusher {
+        f.set_target(Some(Arc::clone(&ex)));
+    }
+    let start_response = match Bound::new(py, StartResponse::new(Arc::clone(&ex))) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("{what}: {}", format_exception(py, &e));
+            py.detach(|| ex.fail());
+            return;
+        }
+    };
+    let outcome = match app.call1((environ, start_response)) {
+        Err(e) => Err((Failure::App(e), None)),
+        Ok(result) => {
+            let sent = send_body(py, &result, &ex);
+            let sent = match sent {
+                Ok(()) if ex.is_done() => Ok(()),
+                Ok(()) => py.detach(|| ex.finish()),
+                Err(f) => Err(f),
+            };
+            // close() is always called: normal end, error, client gone.
+            let closed = close_iterable(py, &result);
+            match (sent, closed) {
+                (Ok(()), Ok(())) => Ok(()),
+                (Ok(()), Err(e)) => {
+                    log::error!(
+                        "{what}: close() of the response raised:\n{}",
+                        format_exception(py, &e)
+                    );
+                    Ok(())
+                }
+                (Err(f), closed) => Err((f, closed.err())),
+            }
+        }
+    };
+    if let Err((failure, close_err)) = outcome {
+        report(py, &what, &ex, failure);
+        if let Some(e) = close_err {
+            log::error!(
+                "{what}: close() of the response raised:\n{}",
+                format_exception(py, &e)
+            );
+        }
+        py.detach(|| ex.fail());
+    }
+    template.flush_errors(py);
+}
+
+fn report(py: Python<'_>, what: &Label, ex: &Exchange, failure: Failure) {
+    let after = if ex.headers_sent() {
+        "the response had started: closing the connection"
+    } else {
+        "500"
+    };
+    match failure {
+        Failure::App(e) => {
+            log::error!(
+                "{what}: the application raised; {after}\n{}",
+                format_exception(py, &e)
+            );
+        }
+        Failure::Invalid(msg) => log::error!("{what}: {msg}; {after}"),
+        Failure::Gone => log::info!("{what}: the client disconnected; response abandoned"),
+        Failure::Send(e) => log::warn!("{what}: sending the response: {e}; abandoned"),
+    }
+}

@@ -1,0 +1,614 @@
+//! End to end: curl → a real Mongrel2 → the `m2wsgi` command → Python applications (the probe
+//! wrapped in `wsgiref.validate.validator`, Werkzeug's test app, Flask, Django). Bodies and
+//! header values are compared byte for byte (header names case-insensitively: m2wsgi writes
+//! them title-cased).
+
+mod support;
+mod wsgi_common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::mongrel2::{curl, Handler, Mongrel2};
+use wsgi_common::{environ_lines, parse_response, Proc, Resp};
+
+struct Served {
+    m2: Mongrel2,
+    proc: Proc,
+    handler: Handler,
+}
+
+fn chroot_arg(m2: &Mongrel2) -> String {
+    if m2.chrooted() {
+        m2.chroot().display().to_string()
+    } else {
+        "/".into()
+    }
+}
+
+fn start(app: &str, extra: &[&str], settings: &[(&str, &str)]) -> Served {
+    let h = Handler::tcp("wsgi");
+    let mut b = Mongrel2::builder()
+        .handler("/", &h)
+        .setting("limits.content_length", 4096)
+        .setting("upload.temp_store", "/tmp/upload.XXXXXX");
+    for (k, v) in settings {
+        b = match v.parse::<i64>() {
+            Ok(n) => b.setting(k, n),
+            Err(_) => b.setting(k, *v),
+        };
+    }
+    let m2 = b.start();
+    let chroot = chroot_arg(&m2);
+    let mut args = vec![
+        app,
+        &h.send_spec,
+        &h.recv_spec,
+        "--upload-dir",
+        "/tmp",
+        "--mongrel2-chroot",
+        &chroot,
+    ];
+    args.extend_from_slice(extra);
+    let mut proc = Proc::spawn(&args, &[], false);
+    proc.wait_ready();
+    Served {
+        m2,
+        proc,
+        handler: h,
+    }
+}
+
+/// curl with `-i --raw` (chunked framing kept), parsed.
+fn fetch(s: &Served, path: &str, args: &[&str]) -> Resp {
+    let url = s.m2.url(path);
+    let mut all = vec!["-i", "--raw"];
+    all.extend_from_slice(args);
+    all.push(&url);
+    let out = curl(&all);
+    assert!(
+        out.status.success(),
+        "curl {all:?}: {}\n--- m2wsgi ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        s.proc.stderr()
+    );
+    let head_only = args.contains(&"-I") || args.windows(2).any(|w| w == ["-X", "HEAD"]);
+    // curl prints "HTTP/1.1 100 Continue" first when it sent Expect: 100-continue.
+    let mut data = out.stdout.as_slice();
+    while data.starts_with(b"HTTP/1.1 100") {
+        let end = data.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        data = &data[end..];
+    }
+    parse_response(data, head_only, true)
+        .unwrap_or_else(|| panic!("incomplete response: {:?}", String::from_utf8_lossy(data)))
+}
+
+fn get(s: &Served, path: &str) -> Resp {
+    fetch(s, path, &[])
+}
+
+fn sha256(data: &[u8]) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// A file with `data`, removed (with its directory) on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn display(&self) -> std::path::Display<'_> {
+        self.0.display()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn temp_file(name: &str, data: &[u8]) -> TempFile {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "m2wsgi-e2e-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, data).unwrap();
+    TempFile(p)
+}
+
+fn pattern(n: usize, mul: usize, modulo: usize) -> Vec<u8> {
+    (0..n).map(|i| ((i * mul) % modulo) as u8).collect()
+}
+
+fn no_upload_files_left(m2: &Mongrel2) {
+    let tmp = m2.host_path("/tmp");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<_> = std::fs::read_dir(&tmp)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "upload temp files left: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn validated_probe_through_mongrel2() {
+    let s = start("validated:application", &["--num-threads", "2"], &[]);
+
+    // GET with a query: raw QUERY_STRING, CGI values from Mongrel2.
+    let r = get(&s, "/environ/x?a=%26&b=%3D");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let env = environ_lines(&r.text());
+    assert_eq!(env["QUERY_STRING"], "'a=%26&b=%3D'");
+    assert_eq!(env["PATH_INFO"], "'/environ/x'");
+    assert_eq!(env["SCRIPT_NAME"], "''");
+    assert_eq!(env["REMOTE_ADDR"], "'127.0.0.1'");
+    assert_eq!(env["SERVER_NAME"], "'127.0.0.1'");
+    assert_eq!(env["SERVER_PORT"], format!("'{}'", s.m2.http_port()));
+    assert_eq!(env["HTTP_X_FORWARDED_FOR"], "'127.0.0.1'");
+    assert_eq!(env["wsgi.multithread"], "True");
+
+    // POST with an inline body, read in pieces.
+    let r = fetch(&s, "/input?op=readn&n=4", &["--data-binary", "0123456789"]);
+    assert_eq!(r.text(), "b'0123'\nb'4567'\nb'89'\nb''\n");
+
+    // A chunked response, chunk framing on the wire.
+    let r = get(&s, "/gen?n=3&size=4");
+    assert!(r.chunked, "{:?}", String::from_utf8_lossy(&r.head));
+    assert_eq!(r.text(), "aaaabbbbcccc");
+
+    // HEAD: the length, no body.
+    let r = fetch(&s, "/hello", &["-I"]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header_str("content-length").as_deref(), Some("13"));
+
+    // An async upload (above limits.content_length), read in chunks by the app.
+    let big = pattern(300_000, 13, 256);
+    let f = temp_file("upload.bin", &big);
+    let r = fetch(
+        &s,
+        "/input?op=hash",
+        &["--data-binary", &format!("@{}", f.display())],
+    );
+    assert_eq!(r.text(), format!("b'300000 {}'\n", sha256(&big)));
+
+    // A chunked request body: Mongrel2 de-chunks it into a file; CONTENT_LENGTH is its size,
+    // Transfer-Encoding and Mongrel2's upload headers are not passed on.
+    let r = fetch(
+        &s,
+        "/environ",
+        &[
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            &format!("@{}", f.display()),
+        ],
+    );
+    let env = environ_lines(&r.text());
+    assert_eq!(env["CONTENT_LENGTH"], "'300000'");
+    assert!(!env.contains_key("HTTP_TRANSFER_ENCODING"), "{env:?}");
+    assert!(env.keys().all(|k| !k.contains("MONGREL2")), "{env:?}");
+    no_upload_files_left(&s.m2);
+
+    // Many requests in a row, all valid.
+    for i in 0..50 {
+        let r = get(&s, &format!("/list?n={}", i % 5 + 1));
+        assert_eq!(r.status, 200);
+    }
+    assert!(
+        !s.proc.stderr().contains("AssertionError"),
+        "{}",
+        s.proc.stderr()
+    );
+}
+
+#[test]
+fn werkzeug_test_app() {
+    let s = start("werkzeug.testapp:test_app", &[], &[]);
+    let r = get(&s, "/some/path?x=1");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header_str("content-type").as_deref(),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(
+        r.header_str("content-length"),
+        Some(r.body.len().to_string())
+    );
+    let text = r.text();
+    assert!(text.contains("Werkzeug"), "{text}");
+    assert!(text.contains("wsgi.input_terminated"), "{text}");
+    assert!(text.contains("/some/path"), "{text}");
+    assert!(text.contains(".venv"), "the venv's sys.path: {text}");
+}
+
+#[test]
+fn flask_app() {
+    let s = start("flask_app:app", &["--num-threads", "2"], &[]);
+    let r = get(&s, "/");
+    assert_eq!((r.status, r.text().as_str()), (200, "flask ok"));
+
+    // Form post.
+    let r = fetch(&s, "/form", &["-d", "name=caf%C3%A9&n=1&n=2"]);
+    assert_eq!(r.text(), "name=caf\u{e9} n=1,2");
+
+    // Multipart upload above the inline limit (an async upload through a temp file).
+    let data = pattern(1 << 20, 7, 253);
+    let f = temp_file("flask-upload.bin", &data);
+    let r = fetch(
+        &s,
+        "/upload",
+        &[
+            "-F",
+            &format!("file=@{};filename=data.bin", f.display()),
+            "-F",
+            "note=hi",
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.text(),
+        format!("data.bin 1048576 {} note=hi", sha256(&data))
+    );
+    no_upload_files_left(&s.m2);
+
+    // A chunked request body through Werkzeug (wsgi.input_terminated).
+    let r = fetch(
+        &s,
+        "/raw",
+        &[
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            &format!("@{}", f.display()),
+        ],
+    );
+    assert_eq!(r.text(), format!("1048576 {} cl=1048576", sha256(&data)));
+
+    // send_file: bytes, length, type.
+    let r = get(&s, "/file");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header_str("content-length").as_deref(), Some("300000"));
+    assert_eq!(
+        r.header_str("content-type").as_deref(),
+        Some("application/octet-stream")
+    );
+    assert!(r.body == pattern(300_000, 1, 251));
+
+    // Streaming response.
+    let r = get(&s, "/stream");
+    assert!(r.chunked);
+    assert_eq!(r.text(), "chunk0;chunk1;chunk2;chunk3;chunk4;");
+
+    // Flask's own 500 page, then business as usual.
+    let r = get(&s, "/fail");
+    assert_eq!(r.status, 500);
+    let r = get(&s, "/env");
+    assert_eq!(r.status, 200);
+    assert!(
+        r.text().contains("\"input_terminated\":true"),
+        "{}",
+        r.text()
+    );
+}
+
+#[test]
+fn django_app() {
+    let s = start("django_app", &["--num-threads", "2"], &[]);
+
+    // CSRF: GET the form (cookie + token), POST it back; without them, 403.
+    let jar_file = temp_file("django-cookies.txt", b"");
+    let jar = jar_file.display().to_string();
+    let r = fetch(&s, "/form/", &["-c", &jar]);
+    assert_eq!(r.status, 200);
+    let page = r.text();
+    let token = page
+        .split("name=\"csrfmiddlewaretoken\" value=\"")
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .expect("csrf token in the form")
+        .to_string();
+    assert!(r
+        .all("set-cookie")
+        .iter()
+        .any(|c| c.starts_with("csrftoken=")));
+    let r = fetch(
+        &s,
+        "/form/",
+        &[
+            "-b",
+            &jar,
+            "-d",
+            &format!("csrfmiddlewaretoken={token}&name=ok"),
+        ],
+    );
+    assert_eq!((r.status, r.text().as_str()), (200, "posted ok"));
+    let r = fetch(&s, "/form/", &["-d", "name=nope"]);
+    assert_eq!(r.status, 403);
+
+    // FileResponse (through wsgi.file_wrapper).
+    let r = get(&s, "/file/");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header_str("content-length").as_deref(), Some("200000"));
+    assert!(r.body == pattern(200_000, 7, 256));
+
+    // StreamingHttpResponse.
+    let r = get(&s, "/stream/");
+    assert!(r.chunked);
+    assert_eq!(r.text(), "part0;part1;part2;part3;part4;");
+
+    // A non-ASCII path: UTF-8 percent-encoded, decoded by Django from latin-1 PATH_INFO.
+    let r = get(&s, "/p/caf%C3%A9/%E2%82%AC");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.text(),
+        "path=/p/caf\u{e9}/\u{20ac} info=/p/caf\u{e9}/\u{20ac} rest=caf\u{e9}/\u{20ac}"
+    );
+    assert_eq!(
+        r.header_str("content-type").as_deref(),
+        Some("text/plain; charset=utf-8")
+    );
+}
+
+#[test]
+fn app_errors_give_500_and_the_next_request_is_served() {
+    let s = start("probe:application", &[], &[]);
+    for case in [
+        "/raise",
+        "/str_chunk",
+        "/non_iterable",
+        "/no_start",
+        "/badheader?kind=crlf",
+    ] {
+        let r = get(&s, case);
+        assert_eq!(r.status, 500, "{case}: {}", r.text());
+        let r = get(&s, "/hello");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "Hello, world!"),
+            "after {case}"
+        );
+    }
+    let log = s.proc.stderr();
+    assert!(
+        log.contains("RuntimeError: probe: the application failed on purpose"),
+        "{log}"
+    );
+    assert!(log.contains("Traceback (most recent call last)"), "{log}");
+    assert!(
+        !log.contains("HTTP_HOST"),
+        "environ leaked into the log: {log}"
+    );
+}
+
+#[test]
+fn config_db_selects_the_handler() {
+    let h = Handler::tcp("wsgi");
+    let m2 = Mongrel2::builder()
+        .handler("/app", &h)
+        .setting("limits.content_length", 4096)
+        .setting("upload.temp_store", "/tmp/upload.XXXXXX")
+        .start();
+    let db = m2.db_path().display().to_string();
+    let mut proc = Proc::spawn(
+        &["--config-db", &db, "--route", "/app", "probe"],
+        &[],
+        false,
+    );
+    proc.wait_ready();
+    let s = Served {
+        m2,
+        proc,
+        handler: h,
+    };
+    // SCRIPT_NAME from the route; the upload directory and chroot from the database.
+    let r = get(&s, "/app/environ");
+    let env = environ_lines(&r.text());
+    assert_eq!(env["SCRIPT_NAME"], "'/app'");
+    assert_eq!(env["PATH_INFO"], "'/environ'");
+    let big = pattern(50_000, 3, 256);
+    let f = temp_file("db-upload.bin", &big);
+    let r = fetch(
+        &s,
+        "/app/input?op=hash",
+        &["--data-binary", &format!("@{}", f.display())],
+    );
+    assert_eq!(r.text(), format!("b'50000 {}'\n", sha256(&big)));
+    let _ = &s.handler;
+}
+
+#[test]
+fn cli_errors_are_clear() {
+    let (st, _, err) =
+        Proc::spawn(&["m2wsgi_no_such_module", "tcp://127.0.0.1:1"], &[], false).finish();
+    assert_eq!(st.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no module named \"m2wsgi_no_such_module\""),
+        "{err}"
+    );
+    let (st, _, err) = Proc::spawn(&["broken_import", "tcp://127.0.0.1:1"], &[], false).finish();
+    assert_eq!(st.code(), Some(1), "{err}");
+    assert!(
+        err.contains("its module was found, but importing \"broken_import\" raised"),
+        "{err}"
+    );
+    assert!(
+        err.contains("No module named 'm2wsgi_no_such_dependency'"),
+        "{err}"
+    );
+    let (st, _, err) =
+        Proc::spawn(&["probe:nothing_here", "tcp://127.0.0.1:1"], &[], false).finish();
+    assert_eq!(st.code(), Some(1));
+    assert!(err.contains("has no attribute `nothing_here`"), "{err}");
+    let (st, _, err) = Proc::spawn(&["probe:CLOSED", "tcp://127.0.0.1:1"], &[], false).finish();
+    assert_eq!(st.code(), Some(1));
+    assert!(err.contains("is not callable"), "{err}");
+    let (st, _, err) =
+        Proc::spawn(&["--io=gevent", "probe", "tcp://127.0.0.1:1"], &[], false).finish();
+    assert_eq!(st.code(), Some(2));
+    assert!(err.contains("--io=gevent is not supported"), "{err}");
+    let (st, out, _) = Proc::spawn(&["--help"], &[], false).finish();
+    assert!(st.success());
+    for opt in [
+        "--num-threads",
+        "--send-ident",
+        "--recv-ident",
+        "--config-db",
+        "--handler-id",
+        "--route",
+        "--chdir",
+        "--pythonpath",
+        "--log-level",
+        "--shutdown-timeout",
+        "--mongrel2-chroot",
+        "--upload-dir",
+        "--script-name",
+        "--io",
+        "--multiprocess",
+        "--flow-control",
+    ] {
+        assert!(out.contains(opt), "--help lacks {opt}");
+    }
+    // The seed's dotted form: module path then attribute.
+    let (st, out, err) = Proc::spawn(&["--python-info"], &[], false).finish();
+    assert!(st.success(), "{err}");
+    assert!(out.contains("python: 3."), "{out}");
+}
+
+#[test]
+fn seed_style_dotted_app_name_and_pythonpath() {
+    // `hello_app.application` (module.attr) found through --pythonpath.
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/wsgi");
+    let ex = examples.display().to_string();
+    let s = start("hello_app.application", &["--pythonpath", &ex], &[]);
+    let r = get(&s, "/");
+    assert_eq!(r.text(), "Hello, world!\n");
+}
+
+/// 1 GiB up and 1 GiB down through Mongrel2, read and produced in chunks by the app: the
+/// m2wsgi process stays under 64 MiB of peak RSS (download with download.flow_control=1).
+#[test]
+fn one_gib_each_way_in_bounded_memory() {
+    let s = start(
+        "probe:application",
+        &["--flow-control"],
+        &[("download.flow_control", "1")],
+    );
+    const GIB: u64 = 1 << 30;
+    // Download: the probe's /big streams 64 KiB blocks with a Content-Length.
+    let url = s.m2.url("/big?mb=1024");
+    let out = curl(&[
+        "--max-time",
+        "300",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{size_download}",
+        &url,
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("200 {GIB}"));
+    // Upload: a sparse 1 GiB file, hashed by the app 64 KiB at a time.
+    let dir = std::env::temp_dir().join(format!("m2wsgi-gib-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("gib.bin");
+    let file = std::fs::File::create(&f).unwrap();
+    file.set_len(GIB).unwrap();
+    drop(file);
+    let url = s.m2.url("/input?op=hash");
+    let out = curl(&[
+        "--max-time",
+        "300",
+        "-sS",
+        "-X",
+        "POST",
+        "-H",
+        "Expect:",
+        "-T",
+        &f.display().to_string(),
+        &url,
+    ]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stdout);
+    // sha256 of 1 GiB of zeros.
+    assert_eq!(
+        text,
+        "b'1073741824 49bc20df15e412a64472421e13fe86ff1c5165e18b2afccf160d4dc19fe68a14'\n"
+    );
+    let hwm = s.proc.vm_hwm_kib();
+    eprintln!("m2wsgi peak RSS after 1 GiB down + 1 GiB up: {} KiB", hwm);
+    assert!(hwm > 0 && hwm <= 64 * 1024, "peak RSS {hwm} KiB > 64 MiB");
+    no_upload_files_left(&s.m2);
+}
+
+#[test]
+fn streamed_uploads_with_upload_stream_1() {
+    // upload.stream=1: no temp file; the body arrives in slices, credits granted as the app reads.
+    let s = start("probe:application", &[], &[("upload.stream", "1")]);
+    let data = pattern(700_000, 11, 256);
+    let f = temp_file("stream-upload.bin", &data);
+    let r = fetch(
+        &s,
+        "/input?op=hash",
+        &["--data-binary", &format!("@{}", f.display())],
+    );
+    assert_eq!(r.text(), format!("b'700000 {}'\n", sha256(&data)));
+    let r = fetch(
+        &s,
+        "/environ",
+        &["--data-binary", &format!("@{}", f.display())],
+    );
+    let env = environ_lines(&r.text());
+    assert_eq!(env["CONTENT_LENGTH"], "'700000'");
+}
+
+#[test]
+fn big_generator_without_flow_control_is_not_cut() {
+    // Without download.flow_control, Mongrel2 drops a client with 16 messages queued: the
+    // stream must coalesce 64 MiB of 64 KiB chunks into few, growing messages.
+    let s = start("probe:application", &[], &[]);
+    let url = s.m2.url("/big?mb=64");
+    let out = curl(&[
+        "--max-time",
+        "120",
+        "--limit-rate",
+        "20M",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{size_download}",
+        &url,
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("200 {}", 64u64 << 20)
+    );
+    assert!(
+        !s.m2.error_log().contains("closing them"),
+        "{}",
+        s.m2.error_log()
+    );
+}
