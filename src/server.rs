@@ -435,6 +435,8 @@ impl Dispatcher {
                         )
                     });
                     reject(&self.conn, &msg, StatusCode::PAYLOAD_TOO_LARGE);
+                    // Remembered so the done message that follows is known as answered.
+                    st.lock().upload_start = Some(path);
                     return;
                 }
                 // Mongrel2 creates the temp file before it sends the start message, which has
@@ -455,8 +457,9 @@ impl Dispatcher {
             MessageKind::UploadDone { start, done } => {
                 let st = self.state(id);
                 let expected = st.lock().upload_start.take();
-                if self.conn.upload_policy().upload_dir.is_none() {
-                    return; // already refused at start
+                if self.conn.upload_policy().upload_dir.is_none() && expected.as_ref() == Some(&start)
+                {
+                    return; // refused with 413 at start
                 }
                 if expected.as_ref() != Some(&start) {
                     log::warn!("connection {id}: upload done without a matching start; 400");

@@ -193,6 +193,13 @@ fn async_upload_without_upload_dir_is_413() {
     // Small bodies still work.
     let (code, _) = post(&m2, &write_body(&scratch, "small", b"abc"), &[]);
     assert_eq!(code, 200);
+    // A client-sent done header with no start is answered (400), never left hanging.
+    let (code, text) = post(
+        &m2,
+        &write_body(&scratch, "small", b"abc"),
+        &["-H", "X-Mongrel2-Upload-Done: /tmp/upload.forged"],
+    );
+    assert_eq!(code, 400, "{text}");
 }
 
 #[test]
