@@ -457,7 +457,8 @@ impl Dispatcher {
             MessageKind::UploadDone { start, done } => {
                 let st = self.state(id);
                 let expected = st.lock().upload_start.take();
-                if self.conn.upload_policy().upload_dir.is_none() && expected.as_ref() == Some(&start)
+                if self.conn.upload_policy().upload_dir.is_none()
+                    && expected.as_ref() == Some(&start)
                 {
                     return; // refused with 413 at start
                 }
