@@ -20,3 +20,5 @@ echo "== --features wsgi (the Python bridge and the m2wsgi command)"
 cargo test --features wsgi
 echo "== fuzz smoke"
 bash scripts/fuzz-smoke.sh
+echo "== the README's demo command, in check mode (real Mongrel2 + example WSGI apps, curl)"
+bash scripts/demo.sh --check

@@ -87,7 +87,11 @@ fn a_long_run_of_empty_lists_does_not_overflow_the_stack() {
 fn json_headers_need_their_commas() {
     for (name, data) in corpus() {
         if name.starts_with("request-json-") && name.contains("missing-comma") {
-            let e = RawMessage::decode(&data).unwrap_err();
+            // `RawMessage::decode` checks the top level only; the headers are checked as they
+            // are walked.
+            let e = RawMessage::decode(&data)
+                .and_then(|raw| raw.headers().validate())
+                .unwrap_err();
             assert!(
                 matches!(
                     e.kind(),
@@ -109,4 +113,37 @@ fn flags_are_hex_digits_only() {
     assert!(RawMessage::decode(&f).is_ok());
     let e = Message::decode(f.into()).unwrap_err();
     assert_eq!(e.kind(), ParseErrorKind::BadField);
+}
+
+#[test]
+fn a_corrupt_header_block_is_an_error_from_try_iter_never_a_short_list() {
+    // `RawMessage::decode` checks the top level only; the entries are checked as they are
+    // walked. Each block below is well framed (its length is right) but corrupt inside.
+    let blocks: &[&[u8]] = &[
+        b"4:host,1:x,1:y,",           // a key with no value
+        b"4:host,1:x,1:1#1:x,",       // a key that is not a string
+        b"4:host,1:x,1:a,4:1:1#]",    // a list holding a non-string
+        b"4:host,1:x,1:a,1:1#",       // a value that is neither a string nor a list
+        b"4:host,1:x,1:a,9:x",        // an element running past the block
+        b"4:host,1:x,1:a,01:x,",      // a bad length prefix
+        b"4:host,1:x,1:a,4:1:x?]",    // a list element with an unknown tag
+        b"4:host,1:x,12345678901:x,", // a length prefix with too many digits
+    ];
+    for block in blocks {
+        let mut f = b"u 1 /p ".to_vec();
+        checks::tagged(&mut f, block, b'}');
+        f.extend_from_slice(b"0:,");
+        let raw = RawMessage::decode(&f).unwrap();
+        let e = raw.headers().validate().unwrap_err();
+        assert!(e.offset() < f.len());
+        let items: Vec<_> = raw.headers().try_iter().collect();
+        assert_eq!(items.len(), 2, "{}", String::from_utf8_lossy(block));
+        let (k, v) = items[0].clone().unwrap();
+        assert_eq!((k.as_ref(), v.as_ref()), (&b"host"[..], &b"x"[..]));
+        assert_eq!(items[1], Err(e));
+        // The plain iterator stops there; `Message::decode` reports the same error.
+        assert_eq!(raw.headers().iter().count(), 1);
+        assert_eq!(Message::decode(f.clone().into()).unwrap_err(), e);
+        checks::check_frame(&f);
+    }
 }

@@ -1,12 +1,15 @@
 //! Mongrel2 request headers in both encodings: a tnetstring dictionary, or the legacy JSON object.
 //!
-//! Both are walked lazily. [`RawMessage::decode`](crate::RawMessage::decode) checks the whole
-//! structure once without allocating; [`RawHeaders::iter`] then yields one `(name, value)` pair
-//! per value, so a header repeated three times yields three pairs with the same name, in wire
-//! order. [`Message::decode`](crate::Message::decode) checks and collects them in a single walk.
+//! Both are walked lazily. [`RawMessage::decode`](crate::RawMessage::decode) checks only the
+//! frame's top-level structure (the headers element's length prefix and tag, the body, no
+//! trailing bytes); the headers themselves are checked while they are walked, in the same single
+//! pass: [`RawHeaders::try_iter`] yields one `Result<(name, value), ParseError>` per value (a
+//! header repeated three times yields three pairs with the same name, in wire order) and ends
+//! with the first error, and [`RawHeaders::validate`] walks them all and reports it.
+//! [`Message::decode`](crate::Message::decode) checks and collects them in a single walk.
 
 use crate::error::{ParseError, ParseErrorKind as K};
-use crate::tnetstring::{split, split_trusted, Limits};
+use crate::tnetstring::{split, Limits};
 use std::borrow::Cow;
 
 /// How a handler's request headers are encoded (the `protocol` column of Mongrel2's handler table).
@@ -28,6 +31,8 @@ pub struct RawHeaders<'a> {
     protocol: HeaderProtocol,
     /// The message's PATH field: Mongrel2 writes it unescaped into the JSON `PATH` value.
     path: &'a [u8],
+    /// The limits the message was decoded with, applied to every element while walking.
+    limits: Limits,
 }
 
 impl<'a> RawHeaders<'a> {
@@ -36,12 +41,14 @@ impl<'a> RawHeaders<'a> {
         at: usize,
         protocol: HeaderProtocol,
         path: &'a [u8],
+        limits: Limits,
     ) -> Self {
         Self {
             payload,
             at,
             protocol,
             path,
+            limits,
         }
     }
 
@@ -50,23 +57,19 @@ impl<'a> RawHeaders<'a> {
         self.protocol
     }
 
-    /// Walks all headers once, checking the structure, without allocating.
-    pub(crate) fn validate(&self, limits: &Limits) -> Result<(), ParseError> {
+    /// Walks all headers once, checking their structure against the limits the message was
+    /// decoded with, without allocating (except to unescape JSON values).
+    ///
+    /// # Errors
+    /// The first structural error, exactly as [`Message::decode`](crate::Message::decode)
+    /// reports it for the same frame: [`KeyNotString`](crate::ParseErrorKind::KeyNotString),
+    /// [`MissingValue`](crate::ParseErrorKind::MissingValue),
+    /// [`BadHeaderValue`](crate::ParseErrorKind::BadHeaderValue), a length or tag error, ...
+    pub fn validate(&self) -> Result<(), ParseError> {
         match self.protocol {
-            HeaderProtocol::Tnetstring => self.validate_tnet(limits),
-            HeaderProtocol::Json => {
-                let mut it = self.iter_checked();
-                while let Some(item) = it.next_pair() {
-                    item?;
-                }
-                Ok(())
-            }
+            HeaderProtocol::Tnetstring => self.walk_tnet(&self.limits, |_, _| {}),
+            HeaderProtocol::Json => self.try_iter().try_for_each(|item| item.map(drop)),
         }
-    }
-
-    /// [`RawHeaders::validate`] for a tnetstring dictionary.
-    fn validate_tnet(&self, limits: &Limits) -> Result<(), ParseError> {
-        self.walk_tnet(limits, |_, _| {})
     }
 
     /// Walks a tnetstring dictionary once, calling `f` for every `(name, value)` pair in wire
@@ -113,17 +116,35 @@ impl<'a> RawHeaders<'a> {
         Ok(())
     }
 
-    /// Iterates `(name, value)` pairs, one per value, in wire order.
+    /// Iterates `(name, value)` pairs, one per value, in wire order, checking each entry as it
+    /// goes: the single pass over a [`RawMessage`](crate::RawMessage)'s headers. After the
+    /// first malformed entry it yields that error once, then `None`: a corrupt header block is
+    /// never mistaken for a shorter valid one.
     ///
     /// Names and values borrow from the message, except JSON values holding `\\` or `\"`
     /// escapes, which are unescaped into owned bytes.
-    pub fn iter(&self) -> HeaderIter<'a> {
-        self.iter_checked()
+    ///
+    /// ```
+    /// use m2wsgi::RawMessage;
+    ///
+    /// let msg = RawMessage::decode(b"u 1 /p 15:4:host,1:x,1:y,}0:,")?;
+    /// let mut it = msg.headers().try_iter();
+    /// assert_eq!(it.next().unwrap()?.1.as_ref(), b"x");
+    /// // `1:y,` has no value: an error, not the end of the headers.
+    /// assert!(it.next().unwrap().is_err());
+    /// assert!(it.next().is_none());
+    /// # Ok::<(), m2wsgi::ParseError>(())
+    /// ```
+    pub fn try_iter(&self) -> TryHeaderIter<'a> {
+        TryHeaderIter(self.iter())
     }
 
-    /// An iterator whose [`HeaderIter::next_pair`] reports errors in JSON headers; the public
-    /// [`Iterator`] impl relies on the headers having been validated instead.
-    pub(crate) fn iter_checked(&self) -> HeaderIter<'a> {
+    /// Iterates `(name, value)` pairs, one per value, in wire order, like
+    /// [`RawHeaders::try_iter`] but without the errors: it **stops at the first malformed
+    /// entry**, so on a corrupt header block it yields only the pairs before it. Use it on
+    /// headers already checked with [`RawHeaders::validate`], or when a truncated list is
+    /// acceptable; otherwise use [`RawHeaders::try_iter`].
+    pub fn iter(&self) -> HeaderIter<'a> {
         HeaderIter {
             h: *self,
             pos: match self.protocol {
@@ -133,13 +154,15 @@ impl<'a> RawHeaders<'a> {
             list_name: &[],
             list: &[],
             lpos: 0,
+            list_at: 0,
             json_name: None,
             done: false,
             first: true,
         }
     }
 
-    /// The first value of header `name` (compared exactly, bytes for bytes).
+    /// The first value of header `name` (compared exactly, bytes for bytes), from
+    /// [`RawHeaders::iter`]: `None` also when a malformed entry comes before it.
     pub fn get(&self, name: &[u8]) -> Option<Cow<'a, [u8]>> {
         self.iter()
             .find(|(n, _)| n.as_ref() == name)
@@ -155,10 +178,8 @@ impl<'a> IntoIterator for RawHeaders<'a> {
     }
 }
 
-/// Iterator over [`RawHeaders`]; see [`RawHeaders::iter`].
-///
-/// It stops at the first malformed entry; [`RawMessage::decode`](crate::RawMessage::decode) has
-/// already validated the headers, so that never happens for a decoded message.
+/// Iterator over [`RawHeaders`] that stops at the first malformed entry; see
+/// [`RawHeaders::iter`], and [`TryHeaderIter`] for the one that reports it.
 #[derive(Debug, Clone)]
 pub struct HeaderIter<'a> {
     h: RawHeaders<'a>,
@@ -168,6 +189,8 @@ pub struct HeaderIter<'a> {
     list_name: &'a [u8],
     list: &'a [u8],
     lpos: usize,
+    /// Offset of `list` within the payload, for error positions.
+    list_at: usize,
     /// JSON, inside an array after a value: the array's name.
     json_name: Option<Cow<'a, [u8]>>,
     done: bool,
@@ -178,46 +201,82 @@ pub struct HeaderIter<'a> {
 type Pair<'a> = (Cow<'a, [u8]>, Cow<'a, [u8]>);
 
 impl<'a> HeaderIter<'a> {
+    #[cold]
     fn fail(&mut self, kind: K, offset: usize) -> Option<Result<Pair<'a>, ParseError>> {
         self.done = true;
         Some(Err(ParseError::new(kind, self.h.at + offset)))
     }
 
-    /// The next pair, or the first structural error of JSON headers (after which it returns
-    /// `None`). Tnetstring headers are checked by [`RawHeaders::walk_tnet`] instead, and only
-    /// walked here.
+    /// `e`, found in the element at `offset` of the payload, moved to the message's offsets.
+    #[cold]
+    fn fail_with(&mut self, e: ParseError, offset: usize) -> Option<Result<Pair<'a>, ParseError>> {
+        self.done = true;
+        Some(Err(e.shift(self.h.at + offset)))
+    }
+
+    /// The next pair, or the first structural error (after which it returns `None`).
+    #[inline]
     pub(crate) fn next_pair(&mut self) -> Option<Result<Pair<'a>, ParseError>> {
         if self.done {
             return None;
         }
         match self.h.protocol {
-            HeaderProtocol::Tnetstring => self.next_tnet_trusted().map(Ok),
+            HeaderProtocol::Tnetstring => self.next_tnet(),
             HeaderProtocol::Json => self.next_json(),
         }
     }
 
-    /// The next pair of a tnetstring dictionary that [`RawHeaders::walk_tnet`] has already
-    /// checked: no limit or tag checks, and no errors (it stops should the bytes be malformed
-    /// after all, and never panics). A loop, not recursion: a run of empty lists
+    /// The next pair of a tnetstring dictionary, with the checks and errors of
+    /// [`RawHeaders::walk_tnet`]. A loop, not recursion: a run of empty lists
     /// (`1:a,0:]1:a,0:]...`) must not grow the stack with the input.
     #[inline]
-    fn next_tnet_trusted(&mut self) -> Option<Pair<'a>> {
+    fn next_tnet(&mut self) -> Option<Result<Pair<'a>, ParseError>> {
+        let limits = &self.h.limits;
         loop {
             if self.lpos < self.list.len() {
-                let (_, v, len) = split_trusted(&self.list[self.lpos..])?;
-                self.lpos += len;
-                return Some((Cow::Borrowed(self.list_name), Cow::Borrowed(v)));
+                let lpos = self.lpos;
+                return match split(&self.list[lpos..], limits) {
+                    Ok(el) if el.tag == b',' => {
+                        self.lpos = lpos + el.len;
+                        Some(Ok((
+                            Cow::Borrowed(self.list_name),
+                            Cow::Borrowed(el.payload),
+                        )))
+                    }
+                    Ok(_) => self.fail(K::BadHeaderValue, self.list_at + lpos),
+                    Err(e) => self.fail_with(e, self.list_at + lpos),
+                };
             }
-            let rest = self.h.payload.get(self.pos..).filter(|r| !r.is_empty())?;
-            let (_, k, klen) = split_trusted(rest)?;
-            let (tag, v, vlen) = split_trusted(&rest[klen..])?;
-            self.pos += klen + vlen;
-            if tag != b']' {
-                return Some((Cow::Borrowed(k), Cow::Borrowed(v)));
+            let p = self.h.payload;
+            let pos = self.pos;
+            if pos >= p.len() {
+                self.done = true;
+                return None;
             }
-            self.list_name = k;
-            self.list = v;
-            self.lpos = 0;
+            let key = match split(&p[pos..], limits) {
+                Ok(key) if key.tag == b',' => key,
+                Ok(_) => return self.fail(K::KeyNotString, pos),
+                Err(e) => return self.fail_with(e, pos),
+            };
+            let vpos = pos + key.len;
+            if vpos >= p.len() {
+                return self.fail(K::MissingValue, vpos);
+            }
+            let val = match split(&p[vpos..], limits) {
+                Ok(val) => val,
+                Err(e) => return self.fail_with(e, vpos),
+            };
+            self.pos = vpos + val.len;
+            match val.tag {
+                b',' => return Some(Ok((Cow::Borrowed(key.payload), Cow::Borrowed(val.payload)))),
+                b']' => {
+                    self.list_name = key.payload;
+                    self.list = val.payload;
+                    self.list_at = vpos + val.payload_at;
+                    self.lpos = 0;
+                }
+                _ => return self.fail(K::BadHeaderValue, vpos),
+            }
         }
     }
 
@@ -307,12 +366,26 @@ impl<'a> Iterator for HeaderIter<'a> {
     type Item = (Cow<'a, [u8]>, Cow<'a, [u8]>);
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        match self.h.protocol {
-            HeaderProtocol::Tnetstring => self.next_tnet_trusted(),
-            HeaderProtocol::Json => self.next_pair().and_then(Result::ok),
-        }
+        self.next_pair().and_then(Result::ok)
     }
 }
+
+impl std::iter::FusedIterator for HeaderIter<'_> {}
+
+/// Iterator over [`RawHeaders`] that checks every entry and reports the first malformed one;
+/// see [`RawHeaders::try_iter`].
+#[derive(Debug, Clone)]
+pub struct TryHeaderIter<'a>(HeaderIter<'a>);
+
+impl<'a> Iterator for TryHeaderIter<'a> {
+    type Item = Result<(Cow<'a, [u8]>, Cow<'a, [u8]>), ParseError>;
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next_pair()
+    }
+}
+
+impl std::iter::FusedIterator for TryHeaderIter<'_> {}
 
 fn skip_ws(p: &[u8], mut pos: usize) -> usize {
     while matches!(p.get(pos), Some(b' ' | b'\t' | b'\r' | b'\n')) {
@@ -364,7 +437,7 @@ mod tests {
     use super::*;
 
     fn pairs(h: RawHeaders<'_>) -> Vec<(Vec<u8>, Vec<u8>)> {
-        h.validate(&Limits::default()).unwrap();
+        h.validate().unwrap();
         h.iter()
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect()
@@ -377,7 +450,7 @@ mod tests {
     #[test]
     fn tnetstring_lists_expand_in_order() {
         let body = b"6:cookie,12:3:a=1,3:b=2,]1:x,0:,1:e,0:]2:zz,1:q,";
-        let h = RawHeaders::new(body, 0, HeaderProtocol::Tnetstring, b"/");
+        let h = RawHeaders::new(body, 0, HeaderProtocol::Tnetstring, b"/", Limits::default());
         assert_eq!(
             pairs(h),
             vec![
@@ -392,7 +465,13 @@ mod tests {
     #[test]
     fn json_escapes_arrays_raw_bytes_and_unescaped_path() {
         let body = br#"{"PATH":"/a"b\","cookie":["a=1","b=\"q\"\\"],"x":"\x01\xff","e":[],"METHOD":"GET"}"#;
-        let h = RawHeaders::new(body, 0, HeaderProtocol::Json, br#"/a"b\"#);
+        let h = RawHeaders::new(
+            body,
+            0,
+            HeaderProtocol::Json,
+            br#"/a"b\"#,
+            Limits::default(),
+        );
         assert_eq!(
             pairs(h),
             vec![
@@ -424,12 +503,19 @@ mod tests {
             (HeaderProtocol::Json, b"{\"a\":[,\"b\"]}"),
         ];
         for (proto, body) in cases {
-            let h = RawHeaders::new(body, 0, *proto, b"/");
-            assert!(
-                h.validate(&Limits::default()).is_err(),
+            let h = RawHeaders::new(body, 0, *proto, b"/", Limits::default());
+            let e = h.validate().unwrap_err();
+            // The fallible iterator ends with the same error, once, and never panics.
+            let items: Vec<_> = h.try_iter().collect();
+            assert_eq!(
+                items.last(),
+                Some(&Err(e)),
                 "{}",
                 String::from_utf8_lossy(body)
             );
+            assert_eq!(items.iter().filter(|i| i.is_err()).count(), 1);
+            // The plain iterator yields exactly the pairs before it.
+            assert_eq!(h.iter().count(), items.len() - 1);
         }
     }
 }

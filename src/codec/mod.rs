@@ -11,7 +11,7 @@ pub mod request;
 pub mod response;
 pub mod websocket;
 
-pub use headers::{HeaderIter, HeaderProtocol, RawHeaders};
+pub use headers::{HeaderIter, HeaderProtocol, RawHeaders, TryHeaderIter};
 pub use request::{Message, MessageKind, RawMessage};
 pub use response::{Ctl, Framing};
 pub use websocket::Opcode;

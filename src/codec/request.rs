@@ -39,9 +39,17 @@ impl<'a> RawMessage<'a> {
     /// Decodes a frame with the default [`Limits`]. The header encoding (tnetstring or JSON) is
     /// recognised from the bytes.
     ///
+    /// Only the frame's top-level structure is checked here: sender, connection id, path, the
+    /// headers element's length prefix and tag, the body netstring, and that nothing follows
+    /// it. The entries inside the headers are checked while they are walked, in that single
+    /// pass: use [`RawHeaders::try_iter`] (each entry a `Result`) or [`RawHeaders::validate`];
+    /// [`RawHeaders::iter`] stops silently at a malformed entry. [`Message::decode`] checks
+    /// everything.
+    ///
     /// # Errors
     /// A [`ParseError`] with the offset of the first problem: a missing space, a bad connection
-    /// id, malformed headers or body, or bytes after the body.
+    /// id, a headers element that is not a dictionary (or JSON netstring), a malformed body, or
+    /// bytes after the body.
     pub fn decode(frame: &'a [u8]) -> Result<Self, ParseError> {
         Self::decode_with(frame, &Limits::default())
     }
@@ -52,7 +60,6 @@ impl<'a> RawMessage<'a> {
     /// As [`RawMessage::decode`].
     pub fn decode_with(frame: &'a [u8], limits: &Limits) -> Result<Self, ParseError> {
         let parts = Parts::split(frame, limits)?;
-        parts.headers.validate(limits)?;
         let (body, _) = parts.body?;
         Ok(Self {
             sender: parts.sender,
@@ -182,7 +189,7 @@ impl<'a> Parts<'a> {
             b',' if el.payload.first() == Some(&b'{') => HeaderProtocol::Json,
             _ => return Err(ParseError::new(K::BadHeaders, hdr_at)),
         };
-        let headers = RawHeaders::new(el.payload, hdr_at + el.payload_at, protocol, path);
+        let headers = RawHeaders::new(el.payload, hdr_at + el.payload_at, protocol, path, *limits);
         let body_el_at = hdr_at + el.len;
         let body = split(&frame[body_el_at..], limits)
             .map_err(|e| e.shift(body_el_at))
@@ -609,7 +616,7 @@ impl Message {
                 .headers
                 .walk_tnet(limits, |k, v| b.pair(Cow::Borrowed(k), Cow::Borrowed(v)))?,
             HeaderProtocol::Json => {
-                let mut it = parts.headers.iter_checked();
+                let mut it = parts.headers.iter();
                 while let Some(item) = it.next_pair() {
                     let (k, v) = item?;
                     b.pair(k, v);
