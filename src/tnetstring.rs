@@ -173,10 +173,10 @@ fn itoa_len(i: i64) -> usize {
     digits(i.unsigned_abs() as usize) + usize::from(i < 0)
 }
 
-pub(crate) fn write_len_prefix(out: &mut Vec<u8>, n: usize) {
+/// Appends `n` in decimal ASCII, without allocating.
+pub(crate) fn write_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut buf = [0u8; 20];
     let mut pos = buf.len();
-    let mut n = n;
     loop {
         pos -= 1;
         buf[pos] = b'0' + (n % 10) as u8;
@@ -186,6 +186,10 @@ pub(crate) fn write_len_prefix(out: &mut Vec<u8>, n: usize) {
         }
     }
     out.extend_from_slice(&buf[pos..]);
+}
+
+pub(crate) fn write_len_prefix(out: &mut Vec<u8>, n: usize) {
+    write_decimal(out, n as u64);
     out.push(b':');
 }
 

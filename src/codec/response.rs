@@ -2,7 +2,7 @@
 //! handler puts in their bodies: response heads, chunked framing.
 
 use crate::error::{Error, Result};
-use crate::tnetstring::{write_integer, write_len_prefix, write_string};
+use crate::tnetstring::{write_decimal, write_integer, write_len_prefix, write_string};
 use http::header::{HeaderMap, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{StatusCode, Version};
 
@@ -12,20 +12,6 @@ pub const MAX_TARGETS: usize = 128;
 
 /// The last chunk of a chunked body, with no trailers.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
-
-fn write_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut pos = buf.len();
-    loop {
-        pos -= 1;
-        buf[pos] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[pos..]);
-}
 
 fn ids_len(ids: &[u64]) -> usize {
     ids.iter()
@@ -78,7 +64,7 @@ pub fn encode_reply_prefix(out: &mut Vec<u8>, sender: &[u8], ids: &[u64]) -> Res
         if n > 0 {
             out.push(b' ');
         }
-        write_u64(out, id);
+        write_decimal(out, id);
     }
     out.extend_from_slice(b", ");
     Ok(())
@@ -152,7 +138,7 @@ pub fn encode_ctl(out: &mut Vec<u8>, sender: &[u8], ids: &[u64], ctls: &[Ctl]) -
         if n > 0 {
             out.push(b' ');
         }
-        write_u64(out, id);
+        write_decimal(out, id);
     }
     out.extend_from_slice(b", ");
     let mut dict = Vec::new();
@@ -245,7 +231,7 @@ pub fn encode_head(
     match framing {
         Framing::Length(n) => {
             out.extend_from_slice(b"Content-Length: ");
-            write_u64(out, n);
+            write_decimal(out, n);
             out.extend_from_slice(b"\r\n");
         }
         Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
