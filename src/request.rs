@@ -375,55 +375,31 @@ impl Request {
                 .get_all(CONNECTION)
                 .iter()
                 .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        let mut extra = HeaderMap::new();
-        if !headers.contains_key(DATE) {
-            extra.insert(DATE, http_date(SystemTime::now()));
-        }
-        if wants_close && framing != Framing::Close && !headers.contains_key(CONNECTION) {
-            extra.insert(CONNECTION, HeaderValue::from_static("close"));
-        } else if version == Version::HTTP_10 && !wants_close && !headers.contains_key(CONNECTION) {
-            extra.insert(CONNECTION, HeaderValue::from_static("keep-alive"));
-        }
-        let mut all;
-        let hs = if extra.is_empty() {
-            headers
+        // What the head needs beyond the caller's headers is appended to it: the caller's map is
+        // never copied.
+        let date = (!headers.contains_key(DATE)).then(|| http_date(SystemTime::now()));
+        let connection = if headers.contains_key(CONNECTION) {
+            None
+        } else if wants_close && framing != Framing::Close {
+            Some(&b"close"[..])
+        } else if version == Version::HTTP_10 && !wants_close {
+            Some(&b"keep-alive"[..])
         } else {
-            all = headers.clone();
-            for (k, v) in &extra {
-                all.insert(k, v.clone());
-            }
-            &all
+            None
         };
-        if framing == Framing::None {
-            if let Some(n) = len.filter(|_| self.msg.method() == Some(&http::Method::HEAD)) {
-                if !hs.contains_key(http::header::CONTENT_LENGTH) {
-                    all = hs.clone();
-                    all.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
-                    return Ok(self.stream_from(
-                        version,
-                        status,
-                        reason,
-                        &all,
-                        framing,
-                        wants_close,
-                    ));
-                }
-            }
-        }
-        Ok(self.stream_from(version, status, reason, hs, framing, wants_close))
-    }
-
-    fn stream_from(
-        &mut self,
-        version: Version,
-        status: StatusCode,
-        reason: Option<&[u8]>,
-        headers: &HeaderMap,
-        framing: Framing,
-        close_after: bool,
-    ) -> ResponseStream {
+        let head_length = len.filter(|_| {
+            framing == Framing::None
+                && self.msg.method() == Some(&http::Method::HEAD)
+                && !headers.contains_key(http::header::CONTENT_LENGTH)
+        });
+        let extra = Extra {
+            date,
+            connection,
+            head_length,
+        };
         let mut buf = Vec::with_capacity(512);
         encode_head(&mut buf, version, status, headers, framing);
+        extra.append_to_head(&mut buf);
         if let Some(reason) = reason {
             // "HTTP/1.x NNN " is 13 bytes; the standard reason runs to the first CRLF.
             if let Some(end) = buf.windows(2).position(|w| w == b"\r\n") {
@@ -432,15 +408,15 @@ impl Request {
                 }
             }
         }
-        ResponseStream {
+        Ok(ResponseStream {
             responder: self.responder.clone(),
             buf,
             framing,
             written: 0,
             messages: 0,
-            close_after,
+            close_after: wants_close,
             finished: false,
-        }
+        })
     }
 
     /// Answers a WebSocket handshake with `101 Switching Protocols` and the accept key Mongrel2
@@ -491,6 +467,41 @@ impl Drop for Request {
         let out = simple_response(version, StatusCode::INTERNAL_SERVER_ERROR, true);
         let _ = self.responder.send(&out);
         let _ = self.responder.close();
+    }
+}
+
+/// Header lines a response head needs beyond the caller's headers, in this order.
+#[derive(Debug)]
+struct Extra {
+    date: Option<HeaderValue>,
+    connection: Option<&'static [u8]>,
+    /// `Content-Length` of a HEAD answer whose caller gave the length but not the header.
+    head_length: Option<u64>,
+}
+
+impl Extra {
+    /// Inserts the lines before the blank line that ends `head`.
+    fn append_to_head(&self, head: &mut Vec<u8>) {
+        if self.date.is_none() && self.connection.is_none() && self.head_length.is_none() {
+            return;
+        }
+        head.truncate(head.len() - 2);
+        if let Some(d) = &self.date {
+            head.extend_from_slice(b"Date: ");
+            head.extend_from_slice(d.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        if let Some(c) = self.connection {
+            head.extend_from_slice(b"Connection: ");
+            head.extend_from_slice(c);
+            head.extend_from_slice(b"\r\n");
+        }
+        if let Some(n) = self.head_length {
+            head.extend_from_slice(b"Content-Length: ");
+            crate::tnetstring::write_decimal(head, n);
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
     }
 }
 
