@@ -10,6 +10,8 @@
 //! when Mongrel2 reports the client gone it stops and logs
 //! `producer stopped: client gone after K bytes`.
 //!
+//! With `--device ENDPOINT` it takes requests from an `m2wsgi-device` instead of Mongrel2.
+//!
 //! Mongrel2 config: as for `hello`, with the route `'/stream': handler`. For large bodies to slow
 //! clients set `'download.flow_control': 1` in `settings` and pass `--flow-control`.
 //!
@@ -26,7 +28,8 @@ use m2wsgi::{Connection, MessageKind, Request, Server};
 use std::time::Duration;
 
 const USAGE: &str =
-    "usage: streaming SEND_SPEC RECV_SPEC [--workers N] [--flow-control] [--send-ident UUID]";
+    "usage: streaming SEND_SPEC RECV_SPEC [--workers N] [--flow-control] [--send-ident UUID] \
+     [--device ENDPOINT]";
 
 fn main() -> m2wsgi::Result<()> {
     support::init_logging();
@@ -36,6 +39,9 @@ fn main() -> m2wsgi::Result<()> {
         .flow_control(args.has("flow-control"));
     if let Some(ident) = args.get("send-ident") {
         builder = builder.send_ident(ident);
+    }
+    if let Some(device) = args.get("device") {
+        builder = builder.device(device);
     }
     Server::new(builder.connect()?)
         .workers(args.num("workers", 4usize))

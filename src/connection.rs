@@ -25,6 +25,100 @@ const STICKY_IDLE: Duration = Duration::from_secs(600);
 const DEVICE_QUEUE_MAX: usize = 1024;
 /// Log a warning this often while Mongrel2 has not subscribed to the reply socket.
 const SUBSCRIBE_WARN: Duration = Duration::from_secs(10);
+/// ZeroMQ's reconnect interval, set explicitly: a new Mongrel2 can reach a socket at the
+/// earliest this long after the old one's connection broke.
+const RECONNECT_IVL_MS: i32 = 100;
+/// The longest a receive wait goes without looking at the reply socket's subscriptions and the
+/// request socket's connection events.
+const SERVICE_MS: i64 = 100;
+/// Behind a device: how long a new Mongrel2's subscription waits for the device to confirm that
+/// it dropped everything from the old one (its `R` notice) before it is taken anyway.
+const DEVICE_RESET_WAIT: Duration = Duration::from_secs(2);
+
+/// Mongrel2 restarts and reconnects, as the sockets see them.
+///
+/// Mongrel2 numbers client connections from 1 again when it restarts, so an id from before a
+/// restart names some other client afterwards. The connection therefore counts *epochs*: every
+/// message is received in the current epoch, per-connection state remembers it, and a reply is
+/// sent only while its epoch is still current. The epoch advances whenever Mongrel2 is seen to go
+/// away:
+///
+/// - the reply socket (an XPUB with `ZMQ_IMMEDIATE`, so nothing queued for a dead peer survives
+///   into the next connection) reports Mongrel2's subscription withdrawn, or a second one;
+/// - the request socket's monitor reports its peer disconnected (direct mode), or the device
+///   reports that its own link to Mongrel2 broke (device mode, the `R` notice).
+///
+/// The reply socket runs in `ZMQ_XPUB_MANUAL` mode: a new Mongrel2's subscription takes effect
+/// only when this code applies it, after the epoch has advanced and once the request side can
+/// hold nothing more from the old server (direct mode: the request socket has shaken hands with
+/// the new one, and frames read before that are dropped; device mode: the device's `R` notice
+/// came, which it sends after it dropped its queue). So no byte for an old connection id can
+/// reach the new server.
+#[allow(unsafe_code)]
+fn set_xpub_manual(sock: &mut zmq::Socket) -> Result<()> {
+    let on: std::os::raw::c_int = 1;
+    // SAFETY: `as_mut_ptr` is the live socket handle owned by `sock`, borrowed mutably for the
+    // call; the option value points at a c_int that outlives the call, and its size is passed.
+    let rc = unsafe {
+        zmq_sys::zmq_setsockopt(
+            sock.as_mut_ptr(),
+            zmq_sys::ZMQ_XPUB_MANUAL as std::os::raw::c_int,
+            (&on as *const std::os::raw::c_int).cast(),
+            std::mem::size_of::<std::os::raw::c_int>(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        // SAFETY: reads the calling thread's ZeroMQ error number; no pointers involved.
+        let errno = unsafe { zmq_sys::zmq_errno() };
+        Err(zerr("setsockopt")(zmq::Error::from_raw(errno)))
+    }
+}
+
+/// Attaches a monitor to `sock` for disconnects and completed handshakes, and returns the PAIR
+/// socket its events arrive on.
+fn monitor(ctx: &zmq::Context, sock: &zmq::Socket, name: &str) -> Result<zmq::Socket> {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let ep = format!(
+        "inproc://m2wsgi-monitor-{name}-{}",
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let events =
+        zmq::SocketEvent::DISCONNECTED as i32 | zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32;
+    sock.monitor(&ep, events).map_err(zerr("monitor"))?;
+    let pair = ctx.socket(zmq::PAIR).map_err(zerr("socket"))?;
+    pair.set_linger(0).map_err(zerr("setsockopt"))?;
+    pair.connect(&ep).map_err(zerr("connect"))?;
+    Ok(pair)
+}
+
+/// What a socket monitor reported since the last look.
+#[derive(Debug, Default, Clone, Copy)]
+struct LinkEvents {
+    disconnected: bool,
+    /// A handshake completed after the last disconnect in this batch.
+    connected: bool,
+}
+
+/// Reads every pending event from a monitor socket.
+fn read_link_events(mon: &zmq::Socket) -> LinkEvents {
+    let mut ev = LinkEvents::default();
+    while let Ok(parts) = mon.recv_multipart(zmq::DONTWAIT) {
+        let Some(head) = parts.first().filter(|h| h.len() >= 2) else {
+            continue;
+        };
+        match zmq::SocketEvent::from_raw(u16::from_ne_bytes([head[0], head[1]])) {
+            zmq::SocketEvent::DISCONNECTED => {
+                ev.disconnected = true;
+                ev.connected = false;
+            }
+            zmq::SocketEvent::HANDSHAKE_SUCCEEDED => ev.connected = true,
+            _ => {}
+        }
+    }
+    ev
+}
 
 fn zerr(op: &'static str) -> impl Fn(zmq::Error) -> Error {
     move |e| Error::Socket {
@@ -157,11 +251,28 @@ impl ConnectionBuilder {
                 .map_err(zerr("setsockopt"))?;
             // Keep the prefetch small: what sits in our queue is ours to answer at shutdown.
             s.set_rcvhwm(64).map_err(zerr("setsockopt"))?;
+            // A broken connection takes its unread messages with it: they came from a server
+            // that is gone.
+            s.set_immediate(true).map_err(zerr("setsockopt"))?;
+            s.set_reconnect_ivl(RECONNECT_IVL_MS)
+                .map_err(zerr("setsockopt"))?;
             s
         };
-        let publ = ctx.socket(zmq::XPUB).map_err(zerr("socket"))?;
+        let pull_monitor = if device.is_none() {
+            Some(monitor(&ctx, &sock, "pull")?)
+        } else {
+            None
+        };
+        let mut publ = ctx.socket(zmq::XPUB).map_err(zerr("socket"))?;
         publ.set_linger(LINGER_MS).map_err(zerr("setsockopt"))?;
         publ.set_sndhwm(0).map_err(zerr("setsockopt"))?;
+        // Nothing is queued for a Mongrel2 that is not connected, and a broken connection drops
+        // what was queued for it: a restarted Mongrel2 must never receive replies written for
+        // the connections of the old one.
+        publ.set_immediate(true).map_err(zerr("setsockopt"))?;
+        publ.set_reconnect_ivl(RECONNECT_IVL_MS)
+            .map_err(zerr("setsockopt"))?;
+        set_xpub_manual(&mut publ)?;
         if let Some(id) = recv.identity() {
             publ.set_identity(id.as_bytes())
                 .map_err(zerr("setsockopt"))?;
@@ -188,6 +299,8 @@ impl ConnectionBuilder {
                 _ctx: ctx,
                 rx: Mutex::new(Rx {
                     sock: Some(sock),
+                    monitor: pull_monitor,
+                    stale: false,
                     attached: false,
                     stopped: false,
                     wake: wake_rx,
@@ -195,7 +308,16 @@ impl ConnectionBuilder {
                     seen: 0,
                     waiting_since: Instant::now(),
                 }),
-                publ: Mutex::new(publ),
+                publ: Mutex::new(Publisher {
+                    sock: publ,
+                    live: false,
+                    pending: None,
+                    hold: false,
+                    losses: 0,
+                    resets: 0,
+                    held_since: None,
+                }),
+                epoch: AtomicU64::new(0),
                 wake: wake_tx,
                 capacity: AtomicUsize::new(1),
                 send,
@@ -222,6 +344,11 @@ fn attach(s: &zmq::Socket, spec: &SocketSpec) -> Result<()> {
 struct Rx {
     /// PULL from Mongrel2, or DEALER to a device. `None` once closed.
     sock: Option<zmq::Socket>,
+    /// Direct mode: the PULL socket's connection events.
+    monitor: Option<zmq::Socket>,
+    /// Direct mode: the PULL socket lost Mongrel2 and has not shaken hands with a new one, so
+    /// whatever it still yields came from the old server and is dropped.
+    stale: bool,
     /// Whether `sock` is connected yet (it waits for Mongrel2's subscription).
     attached: bool,
     /// `stop_receiving` was called.
@@ -235,10 +362,57 @@ struct Rx {
     waiting_since: Instant,
 }
 
+/// The reply socket and what it knows of Mongrel2's subscription. See [`set_xpub_manual`].
+struct Publisher {
+    sock: zmq::Socket,
+    /// A subscription is applied and not withdrawn: a Mongrel2 receives what is sent.
+    live: bool,
+    /// A subscription read but not applied yet (its topic). Nothing more is read from the
+    /// socket until it is applied, since ZeroMQ applies it to the pipe read last.
+    pending: Option<Vec<u8>>,
+    /// Direct mode: the request socket may still hold messages from an earlier server, so
+    /// `pending` waits.
+    hold: bool,
+    /// Device mode: subscriptions withdrawn (Mongrel2 gone, seen from the reply socket) and `R`
+    /// notices from the device (Mongrel2 gone, seen from the device, which dropped what it
+    /// held), so far. `pending` waits while the device has not confirmed every loss; the two
+    /// arrive in either order.
+    losses: u64,
+    resets: u64,
+    /// Device mode: when the wait for the device's confirmation started (it is given up after
+    /// [`DEVICE_RESET_WAIT`]).
+    held_since: Option<Instant>,
+}
+
+impl Publisher {
+    /// Whether a new subscription must wait.
+    fn holding(&mut self) -> bool {
+        if self.hold {
+            return true;
+        }
+        if self.resets >= self.losses {
+            self.held_since = None;
+            return false;
+        }
+        let since = *self.held_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < DEVICE_RESET_WAIT {
+            return true;
+        }
+        log::warn!(
+            "the device did not confirm within {DEVICE_RESET_WAIT:?} that it dropped the old \
+             Mongrel2's messages; taking the new one anyway"
+        );
+        self.resets = self.losses;
+        false
+    }
+}
+
 struct Inner {
     _ctx: zmq::Context,
     rx: Mutex<Rx>,
-    publ: Mutex<zmq::Socket>,
+    publ: Mutex<Publisher>,
+    /// Advances whenever Mongrel2 is seen to go away; see [`set_xpub_manual`].
+    epoch: AtomicU64,
     wake: Option<Mutex<zmq::Socket>>,
     capacity: AtomicUsize,
     send: SocketSpec,
@@ -456,19 +630,120 @@ impl Connection {
         if self.inner.device.is_some() {
             return self.recv_device(&mut rx, deadline);
         }
-        let Some(pull) = rx.sock.as_ref() else {
-            return Ok(None);
-        };
-        match pull.poll(zmq::POLLIN, remaining(deadline)) {
-            Ok(0) => return Ok(None),
-            Ok(_) => {}
-            Err(zmq::Error::EINTR) => return Ok(None),
-            Err(e) => return Err(zerr("poll")(e)),
+        self.recv_direct(&mut rx, deadline)
+    }
+
+    /// The current epoch: it advances whenever Mongrel2 is seen to restart or reconnect, and a
+    /// connection id means the same client only within one epoch. Only the receiving thread
+    /// advances it, so right after [`recv`](Connection::recv) it is the epoch of the message
+    /// returned.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.inner.epoch.load(Ordering::SeqCst)
+    }
+
+    fn advance_epoch(&self, why: &str) {
+        let e = self.inner.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        log::warn!(
+            "{why}: Mongrel2 restarted or reconnected; every client connection from before is \
+             treated as gone, and nothing more is sent to them (epoch {e})"
+        );
+    }
+
+    /// Looks at the request socket's connection events and the reply socket's subscriptions;
+    /// advances the epoch and applies a new subscription when it is safe. Called by the
+    /// receiving thread.
+    fn service(&self, rx: &mut Rx) -> Result<()> {
+        let link = rx
+            .monitor
+            .as_ref()
+            .map(read_link_events)
+            .unwrap_or_default();
+        let mut pb = lock(&self.inner.publ);
+        if link.disconnected {
+            self.advance_epoch("the request socket lost its connection to Mongrel2");
+            rx.stale = true;
+            pb.hold = true;
         }
-        match pull.recv_msg(zmq::DONTWAIT) {
-            Ok(m) => Ok(Some(Bytes::from_owner(Frame(m)))),
-            Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => Ok(None),
-            Err(e) => Err(zerr("recv")(e)),
+        if link.connected && rx.stale {
+            rx.stale = false;
+            pb.hold = false;
+        }
+        self.service_publisher(&mut pb);
+        Ok(())
+    }
+
+    /// Reads the reply socket's subscription messages (`\x01topic` subscribe, `\x00topic`
+    /// unsubscribe) and applies subscriptions, which take effect only then (`ZMQ_XPUB_MANUAL`).
+    fn service_publisher(&self, pb: &mut Publisher) {
+        loop {
+            if let Some(topic) = pb.pending.take() {
+                if pb.holding() {
+                    pb.pending = Some(topic);
+                    return;
+                }
+                if let Err(e) = pb.sock.set_subscribe(&topic) {
+                    log::error!("applying Mongrel2's subscription: {e}");
+                }
+                pb.live = true;
+                log::debug!("Mongrel2 subscribed at {}", self.inner.recv);
+                continue;
+            }
+            let Ok(m) = pb.sock.recv_bytes(zmq::DONTWAIT) else {
+                return;
+            };
+            match m.first() {
+                Some(1) => {
+                    if pb.live {
+                        self.advance_epoch("a second Mongrel2 subscribed to the reply socket");
+                    }
+                    pb.pending = Some(m[1..].to_vec());
+                }
+                Some(0) if pb.live => {
+                    pb.live = false;
+                    self.advance_epoch("Mongrel2 withdrew its subscription to the reply socket");
+                    if self.inner.device.is_some() {
+                        pb.losses += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn recv_direct(&self, rx: &mut Rx, deadline: Instant) -> Result<Option<Bytes>> {
+        loop {
+            self.service(rx)?;
+            let (Some(pull), Some(mon)) = (rx.sock.as_ref(), rx.monitor.as_ref()) else {
+                return Ok(None);
+            };
+            let mut items = [
+                pull.as_poll_item(zmq::POLLIN),
+                mon.as_poll_item(zmq::POLLIN),
+            ];
+            match zmq::poll(&mut items, remaining(deadline).min(SERVICE_MS)) {
+                Ok(_) => {}
+                Err(zmq::Error::EINTR) => return Ok(None),
+                Err(e) => return Err(zerr("poll")(e)),
+            }
+            if items[0].is_readable() {
+                match pull.recv_msg(zmq::DONTWAIT) {
+                    Ok(m) => {
+                        // A new server's handshake is reported before its first message, so
+                        // look once more before judging where this one came from.
+                        self.service(rx)?;
+                        if !rx.stale {
+                            return Ok(Some(Bytes::from_owner(Frame(m))));
+                        }
+                        log::debug!("dropping a message from a Mongrel2 that has gone away");
+                    }
+                    Err(zmq::Error::EAGAIN) => {}
+                    Err(zmq::Error::EINTR) => return Ok(None),
+                    Err(e) => return Err(zerr("recv")(e)),
+                }
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
         }
     }
 
@@ -477,19 +752,19 @@ impl Connection {
     fn wait_subscribed(&self, rx: &mut Rx, deadline: Instant) -> Result<bool> {
         loop {
             {
-                let publ = lock(&self.inner.publ);
+                let mut pb = lock(&self.inner.publ);
+                self.service_publisher(&mut pb);
+                if pb.live {
+                    return Ok(true);
+                }
                 let wait = remaining(deadline).min(50);
-                match publ.poll(zmq::POLLIN, wait) {
-                    Ok(n) if n > 0 => {
-                        while let Ok(m) = publ.recv_msg(zmq::DONTWAIT) {
-                            if m.first() == Some(&1) {
-                                log::debug!("Mongrel2 subscribed at {}", self.inner.recv);
-                                return Ok(true);
-                            }
-                        }
-                    }
+                match pb.sock.poll(zmq::POLLIN, wait) {
                     Ok(_) | Err(zmq::Error::EINTR) => {}
                     Err(e) => return Err(zerr("poll")(e)),
+                }
+                self.service_publisher(&mut pb);
+                if pb.live {
+                    return Ok(true);
                 }
             }
             if rx.waiting_since.elapsed() >= SUBSCRIBE_WARN {
@@ -531,6 +806,7 @@ impl Connection {
 
     fn recv_device(&self, rx: &mut Rx, deadline: Instant) -> Result<Option<Bytes>> {
         loop {
+            self.service(rx)?;
             self.announce(rx, false)?;
             let (Some(sock), Some(wake)) = (rx.sock.as_ref(), rx.wake.as_ref()) else {
                 return Ok(None);
@@ -550,6 +826,15 @@ impl Connection {
             }
             if data {
                 match sock.recv_multipart(zmq::DONTWAIT) {
+                    Ok(parts) if parts.len() == 2 && parts[0] == DEVICE_RESET => {
+                        // Everything the device sent before this came from a Mongrel2 that is
+                        // gone; the device dropped what it still held.
+                        self.advance_epoch("the device lost its connection to Mongrel2");
+                        let mut pb = lock(&self.inner.publ);
+                        // One notice may come before the loss it confirms, no more.
+                        pb.resets = (pb.resets + 1).min(pb.losses + 1);
+                        self.service_publisher(&mut pb);
+                    }
                     Ok(mut parts) if parts.len() == 2 => {
                         let frame = parts.pop().unwrap_or_default();
                         if parts[0] == b"A" {
@@ -613,12 +898,45 @@ impl Connection {
     /// # Errors
     /// [`Error::Socket`] when ZeroMQ fails.
     pub fn send_frame(&self, frame: Vec<u8>) -> Result<()> {
-        lock(&self.inner.publ)
+        self.send_in(None, frame)
+    }
+
+    /// Sends a frame written for connections of `epoch` (any epoch when `None`): refused with
+    /// [`Error::Closed`] once the epoch has passed, under the same lock that applies a new
+    /// Mongrel2's subscription, so it can never reach a server that reuses those ids.
+    pub(crate) fn send_in(&self, epoch: Option<u64>, frame: Vec<u8>) -> Result<()> {
+        let mut pb = lock(&self.inner.publ);
+        if !pb.live {
+            // Nobody subscribed yet (or any more): a pure sender learns of a subscriber here.
+            self.service_publisher(&mut pb);
+        }
+        if epoch.is_some_and(|e| e != self.inner.epoch.load(Ordering::SeqCst)) {
+            return Err(Error::Closed);
+        }
+        pb.sock
             .send(zmq::Message::from(frame), 0)
             .map_err(zerr("send"))
     }
 
+    /// [`reply`](Connection::reply) for a connection of `epoch`.
+    pub(crate) fn reply_in(&self, epoch: u64, conn_id: u64, body: &[u8]) -> Result<()> {
+        let mut out = Vec::new();
+        encode_reply(&mut out, &self.inner.ident, &[conn_id], body)?;
+        self.send_in(Some(epoch), out)
+    }
+
+    /// [`ctl`](Connection::ctl) for one connection of `epoch`.
+    pub(crate) fn ctl_in(&self, epoch: u64, conn_id: u64, ctls: &[Ctl]) -> Result<()> {
+        let mut out = Vec::new();
+        encode_ctl(&mut out, &self.inner.ident, &[conn_id], ctls)?;
+        self.send_in(Some(epoch), out)
+    }
+
     /// Sends `body` verbatim to one client connection.
+    ///
+    /// This low-level call does not know which Mongrel2 the id came from: after a restart of
+    /// Mongrel2 the same id names another client. [`Request`](crate::Request),
+    /// [`Responder`](crate::Responder) and [`Server`](crate::Server) check that for you.
     ///
     /// # Errors
     /// [`Error::Socket`] when ZeroMQ fails.
@@ -675,6 +993,9 @@ impl std::fmt::Debug for Inner {
     }
 }
 
+/// The device's routing flag for "Mongrel2 went away; everything before this was from it".
+const DEVICE_RESET: &[u8] = b"R";
+
 /// A received ZeroMQ message, owned by a [`Bytes`] without a copy.
 struct Frame(zmq::Message);
 
@@ -702,7 +1023,9 @@ impl AsRef<[u8]> for Frame {
 /// (free request slots; assigned messages received so far) on start, on every change and every
 /// 500 ms as a heartbeat, and `BYE` when it drains. The device sends two frames: `A` (a new
 /// connection assigned to it) or `S` (a connection it already holds), then Mongrel2's frame
-/// unchanged. A worker silent for 3 s is forgotten.
+/// unchanged; or `R` and an empty frame when its link to Mongrel2 broke (Mongrel2 restarted:
+/// every connection before it is gone, and the device dropped what it still queued). A worker
+/// silent for 3 s is forgotten.
 ///
 /// ```no_run
 /// use m2wsgi::Device;
@@ -715,6 +1038,9 @@ impl AsRef<[u8]> for Frame {
 pub struct Device {
     _ctx: zmq::Context,
     pull: DeviceSocket,
+    /// The PULL socket's connection events: a broken link to Mongrel2 means every queued
+    /// frame and every connection route belongs to a server that is gone.
+    monitor: DeviceSocket,
     router: DeviceSocket,
     send: SocketSpec,
     endpoint: String,
@@ -746,6 +1072,10 @@ impl Device {
         let pull = ctx.socket(zmq::PULL).map_err(zerr("socket"))?;
         pull.set_linger(0).map_err(zerr("setsockopt"))?;
         pull.set_rcvhwm(1000).map_err(zerr("setsockopt"))?;
+        pull.set_immediate(true).map_err(zerr("setsockopt"))?;
+        pull.set_reconnect_ivl(RECONNECT_IVL_MS)
+            .map_err(zerr("setsockopt"))?;
+        let monitor = monitor(&ctx, &pull, "device")?;
         if let Some(id) = send.identity() {
             pull.set_identity(id.as_bytes())
                 .map_err(zerr("setsockopt"))?;
@@ -769,6 +1099,7 @@ impl Device {
         Ok(Device {
             _ctx: ctx,
             pull: DeviceSocket(pull),
+            monitor: DeviceSocket(monitor),
             router: DeviceSocket(router),
             send,
             endpoint,
@@ -785,10 +1116,34 @@ impl Device {
     /// # Errors
     /// [`Error::Socket`] when ZeroMQ fails.
     pub fn run(&self, stop: &AtomicBool) -> Result<()> {
-        let (pull, router) = (&self.pull.0, &self.router.0);
+        let (pull, router, mon) = (&self.pull.0, &self.router.0, &self.monitor.0);
         let mut sched = Scheduler::new(WORKER_LIVENESS, STICKY_IDLE);
         let mut attached = false;
+        // The PULL socket lost Mongrel2 and has not shaken hands with a new one.
+        let mut stale = false;
         let mut last_expire = Instant::now();
+        // Looks at the PULL socket's link; on a break, drops everything from the old server and
+        // tells every worker (`R`), in order behind the frames they already have.
+        let check_link = |sched: &mut Scheduler, stale: &mut bool| {
+            let ev = read_link_events(mon);
+            if ev.disconnected {
+                let dropped = sched.forget_connections();
+                log::warn!(
+                    "lost the connection to Mongrel2: it restarted or went away; dropped {dropped} \
+                     queued message(s) and every connection route, and told the workers"
+                );
+                for w in sched.worker_ids() {
+                    let _ = router
+                        .send(&w[..], zmq::SNDMORE | zmq::DONTWAIT)
+                        .and_then(|()| router.send(DEVICE_RESET, zmq::SNDMORE | zmq::DONTWAIT))
+                        .and_then(|()| router.send(&b""[..], zmq::DONTWAIT));
+                }
+                *stale = true;
+            }
+            if ev.connected {
+                *stale = false;
+            }
+        };
         while !stop.load(Ordering::SeqCst) {
             let read_m2 = attached && sched.queued() < DEVICE_QUEUE_MAX;
             let mut items = [
@@ -798,11 +1153,13 @@ impl Device {
                 } else {
                     zmq::PollEvents::empty()
                 }),
+                mon.as_poll_item(zmq::POLLIN),
             ];
             match zmq::poll(&mut items, 100) {
                 Ok(_) | Err(zmq::Error::EINTR) => {}
                 Err(e) => return Err(zerr("poll")(e)),
             }
+            check_link(&mut sched, &mut stale);
             let now = Instant::now();
             if items[0].is_readable() {
                 while let Ok(parts) = router.recv_multipart(zmq::DONTWAIT) {
@@ -836,6 +1193,12 @@ impl Device {
                         Ok(m) => Bytes::from_owner(Frame(m)),
                         Err(_) => break,
                     };
+                    // A new server's handshake is reported before its first message.
+                    check_link(&mut sched, &mut stale);
+                    if stale {
+                        log::debug!("dropping a message from a Mongrel2 that has gone away");
+                        continue;
+                    }
                     let Some((conn, class)) = classify(&frame) else {
                         log::warn!("dropping a malformed message from Mongrel2");
                         continue;

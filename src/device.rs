@@ -219,6 +219,21 @@ impl Scheduler {
         }
     }
 
+    /// Forgets every client connection and every queued frame: Mongrel2 went away, so they
+    /// belong to a server that no longer exists (and whose connection ids the next one reuses).
+    /// Returns the number of frames dropped.
+    pub(crate) fn forget_connections(&mut self) -> usize {
+        self.sticky.clear();
+        let n = self.queue.len();
+        self.queue.clear();
+        n
+    }
+
+    /// The workers the device knows now.
+    pub(crate) fn worker_ids(&self) -> impl Iterator<Item = &WorkerId> {
+        self.workers.keys()
+    }
+
     /// Puts a frame back at the head of the queue (its worker vanished before it was sent).
     pub(crate) fn requeue(&mut self, conn: u64, frame: Bytes) {
         self.sticky.remove(&conn);

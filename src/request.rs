@@ -37,6 +37,9 @@ const UPLOAD_GRANT: i64 = 64 * 1024;
 #[derive(Debug)]
 pub(crate) struct ConnState {
     pub(crate) id: u64,
+    /// The connection's epoch (see `Connection::epoch`): the id names this client only while
+    /// the epoch is current.
+    pub(crate) epoch: u64,
     inner: Mutex<ConnInner>,
     cond: Condvar,
 }
@@ -59,9 +62,10 @@ pub(crate) struct ConnInner {
 }
 
 impl ConnState {
-    pub(crate) fn new(id: u64) -> Self {
+    pub(crate) fn new(id: u64, epoch: u64) -> Self {
         Self {
             id,
+            epoch,
             inner: Mutex::new(ConnInner::default()),
             cond: Condvar::new(),
         }
@@ -112,7 +116,7 @@ impl Responder {
 
     /// Whether Mongrel2 reported the client gone. A streaming producer should stop.
     pub fn is_disconnected(&self) -> bool {
-        self.state.lock().disconnected
+        self.state.lock().disconnected || self.state.epoch != self.conn.epoch()
     }
 
     /// Sends raw bytes to the client, honouring download credits when flow control is on
@@ -162,7 +166,8 @@ impl Responder {
                     }
                 }
             };
-            self.conn.reply(self.state.id, &rest[..piece])?;
+            self.conn
+                .reply_in(self.state.epoch, self.state.id, &rest[..piece])?;
             rest = &rest[piece..];
             if rest.is_empty() {
                 return Ok(());
@@ -175,7 +180,7 @@ impl Responder {
     /// # Errors
     /// [`Error::Socket`] when ZeroMQ fails.
     pub fn close(&self) -> Result<()> {
-        self.conn.close(&[self.state.id])
+        self.conn.reply_in(self.state.epoch, self.state.id, b"")
     }
 
     /// Drops the client connection at once (`X ctl cancel`): nothing queued is written.
@@ -183,7 +188,8 @@ impl Responder {
     /// # Errors
     /// [`Error::Socket`] when ZeroMQ fails.
     pub fn cancel(&self) -> Result<()> {
-        self.conn.ctl(&[self.state.id], &[Ctl::Cancel])
+        self.conn
+            .ctl_in(self.state.epoch, self.state.id, &[Ctl::Cancel])
     }
 
     /// Refreshes the connection's idle timer at Mongrel2 (`limits.min_ping`).
@@ -191,7 +197,8 @@ impl Responder {
     /// # Errors
     /// [`Error::Socket`] when ZeroMQ fails.
     pub fn keep_alive(&self) -> Result<()> {
-        self.conn.ctl(&[self.state.id], &[Ctl::KeepAlive])
+        self.conn
+            .ctl_in(self.state.epoch, self.state.id, &[Ctl::KeepAlive])
     }
 
     /// Sends one WebSocket frame (unmasked, FIN set).
@@ -529,14 +536,14 @@ pub(crate) fn simple_response(version: Version, status: StatusCode, close: bool)
     out
 }
 
-/// Sends a short error response straight from a message (used by the dispatcher).
-pub(crate) fn reject(conn: &Connection, msg: &Message, status: StatusCode) {
+/// Sends a short error response straight from a message of `epoch` (used by the dispatcher).
+pub(crate) fn reject(conn: &Connection, epoch: u64, msg: &Message, status: StatusCode) {
     let out = simple_response(msg.version().unwrap_or(Version::HTTP_11), status, true);
     let mut frame = Vec::with_capacity(out.len() + 64);
     if encode_reply_prefix(&mut frame, conn.sender_id(), &[msg.conn_id()]).is_ok() {
         frame.extend_from_slice(&out);
-        let _ = conn.send_frame(frame);
-        let _ = conn.close(&[msg.conn_id()]);
+        let _ = conn.send_in(Some(epoch), frame);
+        let _ = conn.reply_in(epoch, msg.conn_id(), b"");
     }
 }
 
@@ -817,7 +824,7 @@ impl StreamBody {
                 drop(g);
                 self.responder
                     .conn
-                    .ctl(&[st.id], &[Ctl::Credits(grant)])
+                    .ctl_in(st.epoch, st.id, &[Ctl::Credits(grant)])
                     .map_err(to_io)?;
                 g = st.lock();
                 continue;

@@ -239,6 +239,7 @@ impl Server {
             conn: self.conn.clone(),
             shared: Arc::clone(&shared),
             states: HashMap::new(),
+            epoch: self.conn.epoch(),
             last_sweep: Instant::now(),
         };
         d.run(&self.stop);
@@ -349,6 +350,8 @@ struct Dispatcher {
     conn: Connection,
     shared: Arc<Shared>,
     states: HashMap<u64, Arc<ConnState>>,
+    /// The connection's epoch the states belong to.
+    epoch: u64,
     last_sweep: Instant,
 }
 
@@ -361,7 +364,11 @@ impl Dispatcher {
                 log::info!("shutting down: no new requests; draining what was received");
                 self.conn.stop_receiving();
             }
-            match self.conn.recv(POLL) {
+            let got = self.conn.recv(POLL);
+            // Only this thread advances the epoch, inside `recv`: a message just returned
+            // belongs to the epoch read now.
+            self.check_epoch();
+            match got {
                 Ok(Some(msg)) => self.route(msg),
                 Ok(None) if stopping => break,
                 Ok(None) => {}
@@ -374,6 +381,28 @@ impl Dispatcher {
             if self.last_sweep.elapsed() > POLL * 100 {
                 self.sweep();
             }
+        }
+    }
+
+    /// After Mongrel2 restarted, every known connection is gone: its handlers see
+    /// `is_disconnected()`, its waits end, its messages still queued are dropped, and the ids
+    /// are free for the new server's clients.
+    fn check_epoch(&mut self) {
+        let epoch = self.conn.epoch();
+        if epoch == self.epoch {
+            return;
+        }
+        self.epoch = epoch;
+        let n = self.states.len();
+        for (_, st) in self.states.drain() {
+            let mut g = st.lock();
+            g.disconnected = true;
+            g.pending.clear();
+            drop(g);
+            st.notify();
+        }
+        if n > 0 {
+            log::warn!("{n} client connection(s) of the previous Mongrel2 dropped");
         }
     }
 
@@ -391,7 +420,7 @@ impl Dispatcher {
         let st = self
             .states
             .entry(id)
-            .or_insert_with(|| Arc::new(ConnState::new(id)));
+            .or_insert_with(|| Arc::new(ConnState::new(id, self.epoch)));
         st.lock().last_seen = Some(Instant::now());
         Arc::clone(st)
     }
@@ -434,7 +463,7 @@ impl Dispatcher {
                              directory of Mongrel2's upload.temp_store)"
                         )
                     });
-                    reject(&self.conn, &msg, StatusCode::PAYLOAD_TOO_LARGE);
+                    reject(&self.conn, self.epoch, &msg, StatusCode::PAYLOAD_TOO_LARGE);
                     // Remembered so the done message that follows is known as answered.
                     st.lock().upload_start = Some(path);
                     return;
@@ -444,12 +473,12 @@ impl Dispatcher {
                 // refuse it here rather than wait for a done message that never comes.
                 if let Err(e) = check_upload(self.conn.upload_policy(), &path, &path) {
                     log::warn!("connection {id}: upload start refused: {e}; 400");
-                    reject(&self.conn, &msg, StatusCode::BAD_REQUEST);
+                    reject(&self.conn, self.epoch, &msg, StatusCode::BAD_REQUEST);
                     return;
                 }
                 if !msg.body().is_empty() {
                     log::warn!("connection {id}: upload start with a body (a spoofed header); 400");
-                    reject(&self.conn, &msg, StatusCode::BAD_REQUEST);
+                    reject(&self.conn, self.epoch, &msg, StatusCode::BAD_REQUEST);
                     return;
                 }
                 st.lock().upload_start = Some(path);
@@ -464,7 +493,7 @@ impl Dispatcher {
                 }
                 if expected.as_ref() != Some(&start) {
                     log::warn!("connection {id}: upload done without a matching start; 400");
-                    reject(&self.conn, &msg, StatusCode::BAD_REQUEST);
+                    reject(&self.conn, self.epoch, &msg, StatusCode::BAD_REQUEST);
                     return;
                 }
                 match check_upload(self.conn.upload_policy(), &start, &done) {
@@ -477,7 +506,7 @@ impl Dispatcher {
                     ),
                     Err(e) => {
                         log::warn!("connection {id}: {e}; 400");
-                        reject(&self.conn, &msg, StatusCode::BAD_REQUEST);
+                        reject(&self.conn, self.epoch, &msg, StatusCode::BAD_REQUEST);
                     }
                 }
             }

@@ -920,6 +920,40 @@ impl Mongrel2 {
         self.spawn_and_wait();
     }
 
+    /// Sends `sig` (`"KILL"`, `"INT"`, ...) and waits for mongrel2 to exit (SIGKILL after
+    /// [`STOP_TIMEOUT`]), then starts it again in the same directory on the same ports: an
+    /// operator's restart, or a crash and a supervisor's restart.
+    pub fn restart_with(&mut self, sig: &str) {
+        self.kill_with(sig);
+        self.spawn_and_wait();
+    }
+
+    /// Sends `sig` and waits for mongrel2 to exit (SIGKILL after [`STOP_TIMEOUT`]); start it
+    /// again with [`start_again`](Self::start_again).
+    pub fn kill_with(&mut self, sig: &str) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args([&format!("-{sig}"), &child.id().to_string()])
+                .stdin(Stdio::null())
+                .status();
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while Instant::now() < deadline {
+                if !matches!(child.try_wait(), Ok(None)) {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts mongrel2 again after [`kill_with`](Self::kill_with), in the same directory on the
+    /// same ports.
+    pub fn start_again(&mut self) {
+        self.spawn_and_wait();
+    }
+
     fn spawn_and_wait(&mut self) {
         assert!(self.child.is_none(), "mongrel2 is already running");
         // A pid file left by a killed mongrel2 makes the next one refuse to start when that pid is
