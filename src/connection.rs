@@ -31,6 +31,8 @@ const RECONNECT_IVL_MS: i32 = 100;
 /// The longest a receive wait goes without looking at the reply socket's subscriptions and the
 /// request socket's connection events.
 const SERVICE_MS: i64 = 100;
+/// How often a busy receiver looks at the reply socket's subscriptions.
+const SERVICE_EVERY: Duration = Duration::from_millis(10);
 /// Behind a device: how long a new Mongrel2's subscription waits for the device to confirm that
 /// it dropped everything from the old one (its `R` notice) before it is taken anyway.
 const DEVICE_RESET_WAIT: Duration = Duration::from_secs(2);
@@ -301,6 +303,7 @@ impl ConnectionBuilder {
                     sock: Some(sock),
                     monitor: pull_monitor,
                     stale: false,
+                    serviced: Instant::now(),
                     attached: false,
                     stopped: false,
                     wake: wake_rx,
@@ -349,6 +352,8 @@ struct Rx {
     /// Direct mode: the PULL socket lost Mongrel2 and has not shaken hands with a new one, so
     /// whatever it still yields came from the old server and is dropped.
     stale: bool,
+    /// When [`Connection::service`] last ran.
+    serviced: Instant,
     /// Whether `sock` is connected yet (it waits for Mongrel2's subscription).
     attached: bool,
     /// `stop_receiving` was called.
@@ -653,6 +658,7 @@ impl Connection {
     /// advances the epoch and applies a new subscription when it is safe. Called by the
     /// receiving thread.
     fn service(&self, rx: &mut Rx) -> Result<()> {
+        rx.serviced = Instant::now();
         let link = rx
             .monitor
             .as_ref()
@@ -712,7 +718,11 @@ impl Connection {
 
     fn recv_direct(&self, rx: &mut Rx, deadline: Instant) -> Result<Option<Bytes>> {
         loop {
-            self.service(rx)?;
+            // Off the hot path: the monitor is read when it has news, the subscriptions every
+            // few milliseconds (a new subscription waits for this code in any case).
+            if rx.serviced.elapsed() >= SERVICE_EVERY {
+                self.service(rx)?;
+            }
             let (Some(pull), Some(mon)) = (rx.sock.as_ref(), rx.monitor.as_ref()) else {
                 return Ok(None);
             };
@@ -725,12 +735,21 @@ impl Connection {
                 Err(zmq::Error::EINTR) => return Ok(None),
                 Err(e) => return Err(zerr("poll")(e)),
             }
-            if items[0].is_readable() {
+            let (data, news) = (items[0].is_readable(), items[1].is_readable());
+            if news {
+                self.service(rx)?;
+            }
+            if data {
+                let Some(pull) = rx.sock.as_ref() else {
+                    return Ok(None);
+                };
                 match pull.recv_msg(zmq::DONTWAIT) {
                     Ok(m) => {
-                        // A new server's handshake is reported before its first message, so
-                        // look once more before judging where this one came from.
-                        self.service(rx)?;
+                        if rx.stale {
+                            // A new server's handshake is reported before its first message,
+                            // so look once more before judging where this one came from.
+                            self.service(rx)?;
+                        }
                         if !rx.stale {
                             return Ok(Some(Bytes::from_owner(Frame(m))));
                         }
