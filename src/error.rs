@@ -170,5 +170,17 @@ pub enum Error {
     Python(String),
 }
 
+/// For `std::io` traits ([`Read`](std::io::Read), [`Write`](std::io::Write)) implemented over
+/// the runtime: a gone client is `ConnectionAborted`, an I/O error stays itself.
+impl From<Error> for std::io::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Io(e) => e,
+            Error::Closed => std::io::Error::new(std::io::ErrorKind::ConnectionAborted, e),
+            e => std::io::Error::other(e),
+        }
+    }
+}
+
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -58,24 +58,34 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "runtime")]
+mod body;
 pub mod codec;
 #[cfg(feature = "config-db")]
 #[cfg_attr(docsrs, doc(cfg(feature = "config-db")))]
 pub mod config;
 #[cfg(feature = "runtime")]
-mod connection;
+mod conn_state;
 #[cfg(feature = "runtime")]
-mod device;
+mod dispatcher;
 mod error;
 #[cfg(feature = "runtime")]
 mod request;
+#[cfg(feature = "runtime")]
+mod responder;
+#[cfg(feature = "runtime")]
+mod response_stream;
 #[cfg(feature = "runtime")]
 mod server;
 mod spec;
 pub mod tnetstring;
 #[cfg(feature = "runtime")]
+mod transport;
+#[cfg(feature = "runtime")]
 #[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
 pub mod upload;
+#[cfg(feature = "runtime")]
+mod worker;
 #[cfg(feature = "wsgi")]
 #[cfg_attr(docsrs, doc(cfg(feature = "wsgi")))]
 pub mod wsgi;
@@ -84,17 +94,26 @@ pub use codec::{HeaderProtocol, Message, MessageKind, RawMessage};
 #[cfg(feature = "config-db")]
 #[cfg_attr(docsrs, doc(cfg(feature = "config-db")))]
 pub use config::{load_handler, HandlerConfig, HandlerSelector};
-#[cfg(feature = "runtime")]
-#[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
-pub use connection::{Connection, ConnectionBuilder, Device, UploadPolicy};
 pub use error::{Error, ParseError, ParseErrorKind, Result};
 #[cfg(feature = "runtime")]
 #[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
-pub use request::{Body, Request, Responder, ResponseStream, MAX_CREDITS};
+pub use server::{install_signal_handlers, Server, ShutdownHandle};
+pub use spec::{default_recv_spec, SocketSpec};
 #[cfg(feature = "runtime")]
 #[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
-pub use server::{install_signal_handlers, Server, ShutdownHandle, Worker};
-pub use spec::{default_recv_spec, SocketSpec};
+pub use transport::{Connection, ConnectionBuilder, Device};
+#[cfg(feature = "runtime")]
+#[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
+pub use upload::UploadPolicy;
+#[cfg(feature = "runtime")]
+#[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
+pub use worker::Worker;
+#[cfg(feature = "runtime")]
+#[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
+pub use {
+    body::Body, conn_state::MAX_CREDITS, request::Request, responder::Responder,
+    response_stream::ResponseStream,
+};
 
 #[cfg(all(doctest, feature = "runtime"))]
 #[doc = include_str!("../README.md")]

@@ -12,61 +12,15 @@
 //! ZeroMQ had already prefetched are drained and answered, in-flight requests get until the
 //! deadline to finish, then [`Server::serve`] returns. A second signal exits the process at once.
 
-use crate::connection::Connection;
-use crate::error::{Error, Result};
-use crate::request::{reject, ConnState, Request};
-use crate::upload::{check_upload, UploadFile};
-use crate::{Message, MessageKind};
-use http::StatusCode;
-use std::collections::{HashMap, VecDeque};
+use crate::dispatcher::Dispatcher;
+use crate::error::Result;
+use crate::request::Request;
+use crate::transport::Connection;
+use crate::worker::{Shared, Worker};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// How often the dispatcher wakes to look at the stop flag.
-const POLL: Duration = Duration::from_millis(100);
-/// Connection state untouched this long, with nothing in flight, is forgotten (for clients whose
-/// disconnect notice never came).
-const IDLE_STATE: Duration = Duration::from_secs(600);
-
-/// One message for a worker, with its connection state and, for uploads, the verified file.
-#[derive(Debug)]
-pub(crate) struct Job {
-    msg: Message,
-    upload: Option<std::path::PathBuf>,
-}
-
-#[derive(Debug, Default)]
-struct Queue {
-    jobs: VecDeque<(Arc<ConnState>, Job)>,
-    closing: bool,
-    /// Workers waiting in `Worker::next`.
-    idle: usize,
-}
-
-#[derive(Debug)]
-struct Shared {
-    conn: Connection,
-    queue: Mutex<Queue>,
-    ready: Condvar,
-    live_workers: AtomicUsize,
-    done: Condvar,
-    done_lock: Mutex<()>,
-}
-
-impl Shared {
-    fn queue(&self) -> MutexGuard<'_, Queue> {
-        self.queue
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Tells the connection (a device, if any) how many requests could start right now.
-    fn report(&self, q: &Queue) {
-        self.conn.set_capacity(q.idle.saturating_sub(q.jobs.len()));
-    }
-}
 
 /// Stops a running [`Server`] from another thread.
 #[derive(Debug, Clone)]
@@ -206,345 +160,28 @@ impl Server {
         if self.signals {
             install_signal_handlers(&self.stop)?;
         }
-        let shared = Arc::new(Shared {
-            conn: self.conn.clone(),
-            queue: Mutex::new(Queue::default()),
-            ready: Condvar::new(),
-            live_workers: AtomicUsize::new(self.workers),
-            done: Condvar::new(),
-            done_lock: Mutex::new(()),
-        });
+        let shared = Arc::new(Shared::new(self.conn.clone()));
         let main = Arc::new(worker_main);
         for index in 0..self.workers {
-            let shared2 = Arc::clone(&shared);
+            let worker = Shared::worker(&shared, index);
             let main = Arc::clone(&main);
             let spawned = std::thread::Builder::new()
                 .name(format!("m2wsgi-worker-{index}"))
-                .spawn(move || {
-                    let guard = LiveGuard(Arc::clone(&shared2));
-                    main(Worker {
-                        shared: shared2,
-                        current: None,
-                        index,
-                    });
-                    drop(guard);
-                });
+                .spawn(move || main(worker));
             if let Err(e) = spawned {
-                shared.live_workers.fetch_sub(1, Ordering::SeqCst);
                 self.stop.store(true, Ordering::SeqCst);
                 log::error!("cannot start worker {index}: {e}");
             }
         }
-        let mut d = Dispatcher {
-            conn: self.conn.clone(),
-            shared: Arc::clone(&shared),
-            states: HashMap::new(),
-            epoch: self.conn.epoch(),
-            last_sweep: Instant::now(),
-        };
-        d.run(&self.stop);
+        Dispatcher::new(self.conn.clone(), Arc::clone(&shared)).run(&self.stop);
         // No more input: let workers empty the queue and stop.
-        shared.queue().closing = true;
-        shared.ready.notify_all();
-        let deadline = Instant::now() + self.deadline;
-        let mut g = shared
-            .done_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        while shared.live_workers.load(Ordering::SeqCst) > 0 {
-            let now = Instant::now();
-            if now >= deadline {
-                log::warn!(
-                    "shutdown deadline passed with {} worker(s) still busy; leaving them",
-                    shared.live_workers.load(Ordering::SeqCst)
-                );
-                break;
-            }
-            g = shared
-                .done
-                .wait_timeout(g, (deadline - now).min(POLL))
-                .map(|(g, _)| g)
-                .unwrap_or_else(|e| e.into_inner().0);
+        shared.close();
+        let busy = shared.wait_workers(Instant::now() + self.deadline);
+        if busy > 0 {
+            log::warn!("shutdown deadline passed with {busy} worker(s) still busy; leaving them");
         }
-        drop(g);
         self.conn.close_receiving();
         log::info!("server stopped");
         Ok(())
-    }
-}
-
-struct LiveGuard(Arc<Shared>);
-
-impl Drop for LiveGuard {
-    fn drop(&mut self) {
-        self.0.live_workers.fetch_sub(1, Ordering::SeqCst);
-        let _g = self.0.done_lock.lock();
-        self.0.done.notify_all();
-    }
-}
-
-/// A worker thread's source of requests; see [`Server::serve_with`]. `Send`, so it can be used
-/// inside `Python::detach` and the like.
-#[derive(Debug)]
-pub struct Worker {
-    shared: Arc<Shared>,
-    /// The connection this worker owns right now.
-    current: Option<Arc<ConnState>>,
-    index: usize,
-}
-
-impl Worker {
-    /// This worker's number, from 0.
-    pub fn index(&self) -> usize {
-        self.index
-    }
-
-    fn make(&mut self, st: Arc<ConnState>, job: Job) -> Request {
-        self.current = Some(Arc::clone(&st));
-        let upload = job.upload.map(UploadFile::new);
-        Request::new(job.msg, self.shared.conn.clone(), st, upload)
-    }
-}
-
-/// `Worker` is an iterator of requests: `for req in worker { ... }`.
-impl Iterator for Worker {
-    type Item = Request;
-
-    /// Blocks until the next message for this worker, or returns `None` once the server is
-    /// shutting down and the queue is empty. Calling it again means the previous request's
-    /// handler has returned: later messages for the same client come to this worker first.
-    fn next(&mut self) -> Option<Request> {
-        if let Some(st) = self.current.take() {
-            let mut g = st.lock();
-            if let Some(job) = g.pending.pop_front() {
-                drop(g);
-                return Some(self.make(st, job));
-            }
-            g.busy = false;
-        }
-        let mut q = self.shared.queue();
-        q.idle += 1;
-        loop {
-            if let Some((st, job)) = q.jobs.pop_front() {
-                q.idle -= 1;
-                self.shared.report(&q);
-                drop(q);
-                return Some(self.make(st, job));
-            }
-            if q.closing {
-                q.idle -= 1;
-                return None;
-            }
-            self.shared.report(&q);
-            q = self
-                .shared
-                .ready
-                .wait_timeout(q, POLL)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|e| e.into_inner().0);
-        }
-    }
-}
-
-struct Dispatcher {
-    conn: Connection,
-    shared: Arc<Shared>,
-    states: HashMap<u64, Arc<ConnState>>,
-    /// The connection's epoch the states belong to.
-    epoch: u64,
-    last_sweep: Instant,
-}
-
-impl Dispatcher {
-    fn run(&mut self, stop: &AtomicBool) {
-        let mut stopping = false;
-        loop {
-            if !stopping && stop.load(Ordering::SeqCst) {
-                stopping = true;
-                log::info!("shutting down: no new requests; draining what was received");
-                self.conn.stop_receiving();
-            }
-            let got = self.conn.recv(POLL);
-            // Only this thread advances the epoch, inside `recv`: a message just returned
-            // belongs to the epoch read now.
-            self.check_epoch();
-            match got {
-                Ok(Some(msg)) => self.route(msg),
-                Ok(None) if stopping => break,
-                Ok(None) => {}
-                Err(Error::Parse(e)) => log::warn!("skipping malformed message from Mongrel2: {e}"),
-                Err(e) => {
-                    log::error!("receiving from Mongrel2: {e}");
-                    std::thread::sleep(POLL);
-                }
-            }
-            if self.last_sweep.elapsed() > POLL * 100 {
-                self.sweep();
-            }
-        }
-    }
-
-    /// After Mongrel2 restarted, every known connection is gone: its handlers see
-    /// `is_disconnected()`, its waits end, its messages still queued are dropped, and the ids
-    /// are free for the new server's clients.
-    fn check_epoch(&mut self) {
-        let epoch = self.conn.epoch();
-        if epoch == self.epoch {
-            return;
-        }
-        self.epoch = epoch;
-        let n = self.states.len();
-        for (_, st) in self.states.drain() {
-            let mut g = st.lock();
-            g.disconnected = true;
-            g.pending.clear();
-            drop(g);
-            st.notify();
-        }
-        if n > 0 {
-            log::warn!("{n} client connection(s) of the previous Mongrel2 dropped");
-        }
-    }
-
-    fn sweep(&mut self) {
-        self.last_sweep = Instant::now();
-        self.states.retain(|_, st| {
-            let g = st.lock();
-            Arc::strong_count(st) > 1
-                || g.busy
-                || g.last_seen.is_some_and(|t| t.elapsed() < IDLE_STATE)
-        });
-    }
-
-    fn state(&mut self, id: u64) -> Arc<ConnState> {
-        let st = self
-            .states
-            .entry(id)
-            .or_insert_with(|| Arc::new(ConnState::new(id, self.epoch)));
-        st.lock().last_seen = Some(Instant::now());
-        Arc::clone(st)
-    }
-
-    fn route(&mut self, msg: Message) {
-        let id = msg.conn_id();
-        match msg.kind().clone() {
-            MessageKind::Credits { bytes } => {
-                if let Some(st) = self.states.get(&id) {
-                    let mut g = st.lock();
-                    g.credits = Some(g.credits.unwrap_or(0) + bytes);
-                    drop(g);
-                    st.notify();
-                }
-            }
-            MessageKind::Disconnect => {
-                if let Some(st) = self.states.remove(&id) {
-                    st.lock().disconnected = true;
-                    st.notify();
-                    self.enqueue(st, Job { msg, upload: None });
-                }
-            }
-            MessageKind::UploadStream { done, .. } => {
-                if let Some(st) = self.states.get(&id) {
-                    let mut g = st.lock();
-                    g.stream.push_back(msg.body().clone());
-                    g.stream_done |= done;
-                    drop(g);
-                    st.notify();
-                }
-            }
-            MessageKind::UploadStart { path } => {
-                let st = self.state(id);
-                if self.conn.upload_policy().upload_dir.is_none() {
-                    static ONCE: Once = Once::new();
-                    ONCE.call_once(|| {
-                        log::error!(
-                            "refusing async uploads with 413: no upload directory is set (set \
-                             upload_dir on the connection builder, or --upload-dir, to the \
-                             directory of Mongrel2's upload.temp_store)"
-                        )
-                    });
-                    reject(&self.conn, self.epoch, &msg, StatusCode::PAYLOAD_TOO_LARGE);
-                    // Remembered so the done message that follows is known as answered.
-                    st.lock().upload_start = Some(path);
-                    return;
-                }
-                // Mongrel2 creates the temp file before it sends the start message, which has
-                // an empty body. A client can send the header itself (with any path and a body):
-                // refuse it here rather than wait for a done message that never comes.
-                if let Err(e) = check_upload(self.conn.upload_policy(), &path, &path) {
-                    log::warn!("connection {id}: upload start refused: {e}; 400");
-                    reject(&self.conn, self.epoch, &msg, StatusCode::BAD_REQUEST);
-                    return;
-                }
-                if !msg.body().is_empty() {
-                    log::warn!("connection {id}: upload start with a body (a spoofed header); 400");
-                    reject(&self.conn, self.epoch, &msg, StatusCode::BAD_REQUEST);
-                    return;
-                }
-                st.lock().upload_start = Some(path);
-            }
-            MessageKind::UploadDone { start, done } => {
-                let st = self.state(id);
-                let expected = st.lock().upload_start.take();
-                if self.conn.upload_policy().upload_dir.is_none()
-                    && expected.as_ref() == Some(&start)
-                {
-                    return; // refused with 413 at start
-                }
-                if expected.as_ref() != Some(&start) {
-                    log::warn!("connection {id}: upload done without a matching start; 400");
-                    reject(&self.conn, self.epoch, &msg, StatusCode::BAD_REQUEST);
-                    return;
-                }
-                match check_upload(self.conn.upload_policy(), &start, &done) {
-                    Ok(path) => self.enqueue(
-                        st,
-                        Job {
-                            msg,
-                            upload: Some(path),
-                        },
-                    ),
-                    Err(e) => {
-                        log::warn!("connection {id}: {e}; 400");
-                        reject(&self.conn, self.epoch, &msg, StatusCode::BAD_REQUEST);
-                    }
-                }
-            }
-            _ => {
-                let st = self.state(id);
-                {
-                    let mut g = st.lock();
-                    if let Some(c) = msg.download_credits() {
-                        if g.credits.is_none() {
-                            g.credits = Some(c);
-                        }
-                    } else if g.credits.is_none() && self.conn.flow_control() && msg.is_request() {
-                        g.credits = Some(crate::request::MAX_CREDITS);
-                    }
-                    if msg.upload_stream().is_some() {
-                        g.stream.clear();
-                        g.stream_done = msg.upload_stream_done();
-                        g.stream_balance = 0;
-                    }
-                }
-                self.enqueue(st, Job { msg, upload: None });
-            }
-        }
-    }
-
-    fn enqueue(&mut self, st: Arc<ConnState>, job: Job) {
-        {
-            let mut g = st.lock();
-            if g.busy {
-                g.pending.push_back(job);
-                return;
-            }
-            g.busy = true;
-        }
-        let mut q = self.shared.queue();
-        q.jobs.push_back((st, job));
-        self.shared.report(&q);
-        drop(q);
-        self.shared.ready.notify_one();
     }
 }

@@ -5,11 +5,22 @@
 //! connection came first, start equals done, the path is absolute and normal (no `.`/`..`), lies
 //! inside the configured upload directory, and is a regular file (not a link) on this host.
 
-use crate::connection::UploadPolicy;
 use crate::error::{Error, Result};
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+/// Where Mongrel2 writes async uploads, so the handler can tell a genuine upload from a client
+/// header that merely claims to be one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UploadPolicy {
+    /// The directory of Mongrel2's `upload.temp_store`, as Mongrel2 sees it (inside its chroot),
+    /// for example `/tmp`. `None` refuses every async upload with 413.
+    pub upload_dir: Option<PathBuf>,
+    /// Mongrel2's chroot on this host (`/` when it does not chroot). Paths in messages are
+    /// inside it.
+    pub chroot: PathBuf,
+}
 
 /// Checks an upload's start and done paths against `policy`; returns the file's path on this host.
 ///

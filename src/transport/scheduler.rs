@@ -1,4 +1,4 @@
-//! The scheduling half of the ready-based device ([`Device`](crate::Device)): which worker
+//! The routing table of the ready-based device ([`Device`](crate::Device)): which worker
 //! process gets which Mongrel2 message. Pure bookkeeping, no sockets.
 //!
 //! Rules:
@@ -33,7 +33,7 @@ pub(crate) enum Class {
 
 /// Where a frame goes.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Send {
+pub(crate) enum Route {
     /// To this worker; `assigned` tells the worker it counts against its free slots.
     To { worker: WorkerId, assigned: bool },
     /// Nowhere (a notice for a connection nobody holds).
@@ -176,28 +176,28 @@ impl Scheduler {
     }
 
     /// Routes one frame from Mongrel2.
-    pub(crate) fn route(&mut self, conn: u64, class: Class, frame: Bytes, now: Instant) -> Send {
+    pub(crate) fn route(&mut self, conn: u64, class: Class, frame: Bytes, now: Instant) -> Route {
         if let Some(worker) = self.holder(conn, class, now) {
-            return Send::To {
+            return Route::To {
                 worker,
                 assigned: false,
             };
         }
         let waiting = self.queue.iter().any(|(c, _, _)| *c == conn);
         if class != Class::Work && !waiting {
-            return Send::Drop;
+            return Route::Drop;
         }
         if !waiting && self.queue.is_empty() {
             if let Some(worker) = self.pick() {
                 self.assign(conn, &worker, now);
-                return Send::To {
+                return Route::To {
                     worker,
                     assigned: true,
                 };
             }
         }
         self.queue.push_back((conn, class, frame));
-        Send::Queued
+        Route::Queued
     }
 
     /// The next queued frame that can go now, in arrival order.
@@ -245,8 +245,8 @@ impl Scheduler {
 mod tests {
     use super::*;
 
-    fn to(w: &[u8], assigned: bool) -> Send {
-        Send::To {
+    fn to(w: &[u8], assigned: bool) -> Route {
+        Route::To {
             worker: w.to_vec(),
             assigned,
         }
@@ -258,8 +258,8 @@ mod tests {
         let mut s = Scheduler::new(Duration::from_secs(5), Duration::from_secs(600));
         let f = Bytes::from_static(b"frame");
         // No workers: work waits, notices are dropped.
-        assert_eq!(s.route(1, Class::Work, f.clone(), t), Send::Queued);
-        assert_eq!(s.route(9, Class::Credits, f.clone(), t), Send::Drop);
+        assert_eq!(s.route(1, Class::Work, f.clone(), t), Route::Queued);
+        assert_eq!(s.route(9, Class::Credits, f.clone(), t), Route::Drop);
         s.ready(b"a", 1, 0, t);
         s.ready(b"b", 1, 0, t);
         let (w, assigned, _) = s.next_queued(t).unwrap();
@@ -268,20 +268,20 @@ mod tests {
         // Connection 1 sticks to w; a new connection goes to the other (LRU), then none is free.
         assert_eq!(s.route(1, Class::Work, f.clone(), t), to(&w, false));
         assert_eq!(s.route(2, Class::Work, f.clone(), t), to(other, true));
-        assert_eq!(s.route(3, Class::Work, f.clone(), t), Send::Queued);
+        assert_eq!(s.route(3, Class::Work, f.clone(), t), Route::Queued);
         // Messages for a queued connection stay behind it, even notices.
-        assert_eq!(s.route(3, Class::Disconnect, f.clone(), t), Send::Queued);
+        assert_eq!(s.route(3, Class::Disconnect, f.clone(), t), Route::Queued);
         // The other worker reports it saw the assignment and is free again.
         s.ready(other, 1, 1, t);
         assert_eq!(s.next_queued(t).unwrap().0, other.to_vec());
         let (w3, assigned, _) = s.next_queued(t).unwrap();
         assert_eq!((w3.as_slice(), assigned), (&other[..], false));
         // The disconnect released connection 3; connection 1 still sticks.
-        assert_eq!(s.route(3, Class::Credits, f.clone(), t), Send::Drop);
+        assert_eq!(s.route(3, Class::Credits, f.clone(), t), Route::Drop);
         assert_eq!(s.route(1, Class::Credits, f.clone(), t), to(&w, false));
         // A stale report (assignment still on the wire) does not over-commit.
         s.ready(&w, 1, 0, t);
-        assert_eq!(s.route(4, Class::Work, f.clone(), t), Send::Queued);
+        assert_eq!(s.route(4, Class::Work, f.clone(), t), Route::Queued);
         // BYE: no new work; silence: forgotten with its connections.
         s.bye(other);
         s.ready(&w, 1, 1, t);
@@ -289,7 +289,7 @@ mod tests {
         let later = t + Duration::from_secs(6);
         s.ready(other, 1, 2, later);
         assert_eq!(s.expire(later), vec![w.clone()]);
-        assert_eq!(s.route(1, Class::Credits, f.clone(), later), Send::Drop);
+        assert_eq!(s.route(1, Class::Credits, f.clone(), later), Route::Drop);
         assert_eq!(s.live_workers(), 1);
         assert_eq!(s.queued(), 0);
     }

@@ -1,0 +1,202 @@
+//! Per-client-connection state, shared by the dispatcher (which feeds it from Mongrel2's
+//! messages) and by every handle on that connection (which waits on it): download credits,
+//! streamed-upload slices, the disconnect flag, and dispatch ownership with the messages that
+//! wait for the owner. Flow control in both directions lives here.
+
+use crate::codec::response::Ctl;
+use crate::error::{Error, Result};
+use crate::transport::Connection;
+use crate::Message;
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use std::collections::VecDeque;
+use std::io;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Mongrel2's download window with `download.flow_control=1` (`MAX_CREDITS`, fixed in 1.12).
+pub const MAX_CREDITS: u64 = 102_400;
+
+/// Largest message a flow-controlled stream sends at once.
+pub(crate) const FLOW_PIECE: usize = 64 * 1024;
+/// A flow-controlled writer sends once this much credit (or the whole rest) is available.
+const MIN_FLOW_PIECE: u64 = 16 * 1024;
+/// How long a flow-controlled writer or a streamed-upload reader waits for Mongrel2 before
+/// giving the connection up.
+const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Upload credit granted at a time for streamed uploads.
+const UPLOAD_GRANT: i64 = 64 * 1024;
+/// How often a waiting handle looks again (a notify wakes it earlier).
+const WAIT_STEP: Duration = Duration::from_millis(200);
+
+/// One message for a worker and, for a completed async upload, the verified file.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub(crate) msg: Message,
+    pub(crate) upload: Option<PathBuf>,
+}
+
+/// The state of one client connection.
+#[derive(Debug)]
+pub(crate) struct ConnState {
+    pub(crate) id: u64,
+    /// The connection's epoch (see `Connection::epoch`): the id names this client only while
+    /// the epoch is current.
+    pub(crate) epoch: u64,
+    inner: Mutex<ConnInner>,
+    cond: Condvar,
+}
+
+/// The mutable part of [`ConnState`], behind its lock.
+#[derive(Debug, Default)]
+pub(crate) struct ConnInner {
+    pub(crate) disconnected: bool,
+    /// Download credits left, once flow control is on for this connection.
+    pub(crate) credits: Option<u64>,
+    /// `x-mongrel2-upload-start` seen for this connection.
+    pub(crate) upload_start: Option<Bytes>,
+    /// Streamed upload: slices received and not yet read, whether the last came, credit balance.
+    pub(crate) stream: VecDeque<Bytes>,
+    pub(crate) stream_done: bool,
+    pub(crate) stream_balance: i64,
+    /// Dispatch: a worker owns this connection now; messages that came meanwhile.
+    pub(crate) busy: bool,
+    pub(crate) pending: VecDeque<Job>,
+    pub(crate) last_seen: Option<Instant>,
+}
+
+impl ConnState {
+    pub(crate) fn new(id: u64, epoch: u64) -> Self {
+        Self {
+            id,
+            epoch,
+            inner: Mutex::new(ConnInner::default()),
+            cond: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ConnInner> {
+        self.inner.lock()
+    }
+
+    /// Wakes every handle waiting on this connection.
+    pub(crate) fn notify(&self) {
+        self.cond.notify_all();
+    }
+
+    /// Whether flow control is on for this connection.
+    pub(crate) fn flow_controlled(&self) -> bool {
+        self.lock().credits.is_some()
+    }
+
+    /// Download credits arrived.
+    pub(crate) fn add_credits(&self, bytes: u64) {
+        let mut g = self.lock();
+        g.credits = Some(g.credits.unwrap_or(0) + bytes);
+        drop(g);
+        self.notify();
+    }
+
+    /// How many of the next `want` bytes may be sent now: all of them without flow control;
+    /// with it, at most [`FLOW_PIECE`], waiting until at least 16 KiB (or all of `want`) of
+    /// credit is there, and taking it.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] when the client is gone, or when no credit came for a minute.
+    pub(crate) fn take_credits(&self, want: usize, gone: impl Fn() -> bool) -> Result<usize> {
+        let mut g = self.lock();
+        if g.disconnected || gone() {
+            return Err(Error::Closed);
+        }
+        if g.credits.is_none() {
+            return Ok(want);
+        }
+        let want = want.min(FLOW_PIECE) as u64;
+        let deadline = Instant::now() + STALL_TIMEOUT;
+        loop {
+            if g.disconnected || gone() {
+                return Err(Error::Closed);
+            }
+            let c = g.credits.unwrap_or(0);
+            if c >= want.min(MIN_FLOW_PIECE) {
+                // As much of the piece as the window allows (at least 16 KiB).
+                let n = want.min(c);
+                g.credits = Some(c - n);
+                return Ok(n as usize);
+            }
+            if Instant::now() >= deadline {
+                log::warn!(
+                    "connection {}: no download credits for {STALL_TIMEOUT:?}; giving up",
+                    self.id
+                );
+                return Err(Error::Closed);
+            }
+            self.cond.wait_for(&mut g, WAIT_STEP);
+        }
+    }
+
+    /// A streamed upload starts (or restarts) on this connection.
+    pub(crate) fn start_upload_stream(&self, done: bool) {
+        let mut g = self.lock();
+        g.stream.clear();
+        g.stream_done = done;
+        g.stream_balance = 0;
+    }
+
+    /// A slice of a streamed upload arrived.
+    pub(crate) fn push_upload_slice(&self, slice: Bytes, done: bool) {
+        let mut g = self.lock();
+        g.stream.push_back(slice);
+        g.stream_done |= done;
+        drop(g);
+        self.notify();
+    }
+
+    /// The next non-empty slice of a streamed upload, or `None` at its end. Grants Mongrel2
+    /// upload credit (through `conn`) whenever the slices granted so far are used up.
+    ///
+    /// # Errors
+    /// `ConnectionAborted` when the client left, `TimedOut` when no slice came for a minute, or
+    /// the error of sending the credit.
+    pub(crate) fn next_upload_slice(
+        &self,
+        conn: &Connection,
+        gone: impl Fn() -> bool,
+    ) -> io::Result<Option<Bytes>> {
+        let deadline = Instant::now() + STALL_TIMEOUT;
+        let mut g = self.lock();
+        loop {
+            if let Some(next) = g.stream.pop_front() {
+                g.stream_balance -= next.len() as i64;
+                if !next.is_empty() {
+                    return Ok(Some(next));
+                }
+                continue;
+            }
+            if g.stream_done {
+                return Ok(None);
+            }
+            if g.disconnected || gone() {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "client disconnected during upload",
+                ));
+            }
+            if g.stream_balance <= 0 {
+                let grant = UPLOAD_GRANT - g.stream_balance;
+                g.stream_balance += grant;
+                drop(g);
+                conn.ctl_in(self.epoch, self.id, &[Ctl::Credits(grant)])?;
+                g = self.lock();
+                continue;
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "streamed upload stalled",
+                ));
+            }
+            self.cond.wait_for(&mut g, WAIT_STEP);
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The dispatcher: the one thread that reads from Mongrel2, keeps per-connection state
+//! (download credits, upload progress, disconnects, who owns the connection) and hands each
+//! message to the connection's owner or to an idle worker.
+
+use crate::conn_state::{ConnState, Job, MAX_CREDITS};
+use crate::error::Error;
+use crate::responder::reject;
+use crate::transport::Connection;
+use crate::upload::check_upload;
+use crate::worker::Shared;
+use crate::{Message, MessageKind};
+use http::StatusCode;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once};
+use std::time::{Duration, Instant};
+
+/// How often the dispatcher wakes to look at the stop flag.
+pub(crate) const POLL: Duration = Duration::from_millis(100);
+/// Connection state untouched this long, with nothing in flight, is forgotten (for clients whose
+/// disconnect notice never came).
+const IDLE_STATE: Duration = Duration::from_secs(600);
+
+/// Reads from Mongrel2 and routes; see the module docs.
+pub(crate) struct Dispatcher {
+    conn: Connection,
+    shared: Arc<Shared>,
+    states: HashMap<u64, Arc<ConnState>>,
+    /// The connection's epoch the states belong to.
+    epoch: u64,
+    last_sweep: Instant,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(conn: Connection, shared: Arc<Shared>) -> Self {
+        Self {
+            epoch: conn.epoch(),
+            conn,
+            shared,
+            states: HashMap::new(),
+            last_sweep: Instant::now(),
+        }
+    }
+
+    /// Routes messages until `stop` is set and what was already received is drained.
+    pub(crate) fn run(&mut self, stop: &AtomicBool) {
+        let mut stopping = false;
+        loop {
+            if !stopping && stop.load(Ordering::SeqCst) {
+                stopping = true;
+                log::info!("shutting down: no new requests; draining what was received");
+                self.conn.stop_receiving();
+            }
+            let got = self.conn.recv(POLL);
+            // Only this thread advances the epoch, inside `recv`: a message just returned
+            // belongs to the epoch read now.
+            self.check_epoch();
+            match got {
+                Ok(Some(msg)) => self.route(msg),
+                Ok(None) if stopping => break,
+                Ok(None) => {}
+                Err(Error::Parse(e)) => log::warn!("skipping malformed message from Mongrel2: {e}"),
+                Err(e) => {
+                    log::error!("receiving from Mongrel2: {e}");
+                    std::thread::sleep(POLL);
+                }
+            }
+            if self.last_sweep.elapsed() > POLL * 100 {
+                self.sweep();
+            }
+        }
+    }
+
+    /// After Mongrel2 restarted, every known connection is gone: its handlers see
+    /// `is_disconnected()`, its waits end, its messages still queued are dropped, and the ids
+    /// are free for the new server's clients.
+    fn check_epoch(&mut self) {
+        let epoch = self.conn.epoch();
+        if epoch == self.epoch {
+            return;
+        }
+        self.epoch = epoch;
+        let n = self.states.len();
+        for (_, st) in self.states.drain() {
+            let mut g = st.lock();
+            g.disconnected = true;
+            g.pending.clear();
+            drop(g);
+            st.notify();
+        }
+        if n > 0 {
+            log::warn!("{n} client connection(s) of the previous Mongrel2 dropped");
+        }
+    }
+
+    fn sweep(&mut self) {
+        self.last_sweep = Instant::now();
+        self.states.retain(|_, st| {
+            let g = st.lock();
+            Arc::strong_count(st) > 1
+                || g.busy
+                || g.last_seen.is_some_and(|t| t.elapsed() < IDLE_STATE)
+        });
+    }
+
+    fn state(&mut self, id: u64) -> Arc<ConnState> {
+        let st = self
+            .states
+            .entry(id)
+            .or_insert_with(|| Arc::new(ConnState::new(id, self.epoch)));
+        st.lock().last_seen = Some(Instant::now());
+        Arc::clone(st)
+    }
+
+    fn route(&mut self, msg: Message) {
+        let id = msg.conn_id();
+        match msg.kind().clone() {
+            MessageKind::Credits { bytes } => {
+                if let Some(st) = self.states.get(&id) {
+                    st.add_credits(bytes);
+                }
+            }
+            MessageKind::Disconnect => {
+                if let Some(st) = self.states.remove(&id) {
+                    st.lock().disconnected = true;
+                    st.notify();
+                    self.enqueue(st, Job { msg, upload: None });
+                }
+            }
+            MessageKind::UploadStream { done, .. } => {
+                if let Some(st) = self.states.get(&id) {
+                    st.push_upload_slice(msg.body().clone(), done);
+                }
+            }
+            MessageKind::UploadStart { path } => {
+                let st = self.state(id);
+                if self.conn.upload_policy().upload_dir.is_none() {
+                    static ONCE: Once = Once::new();
+                    ONCE.call_once(|| {
+                        log::error!(
+                            "refusing async uploads with 413: no upload directory is set (set \
+                             upload_dir on the connection builder, or --upload-dir, to the \
+                             directory of Mongrel2's upload.temp_store)"
+                        )
+                    });
+                    reject(&self.conn, self.epoch, &msg, StatusCode::PAYLOAD_TOO_LARGE);
+                    // Remembered so the done message that follows is known as answered.
+                    st.lock().upload_start = Some(path);
+                    return;
+                }
+                // Mongrel2 creates the temp file before it sends the start message, which has
+                // an empty body. A client can send the header itself (with any path and a body):
+                // refuse it here rather than wait for a done message that never comes.
+                if let Err(e) = check_upload(self.conn.upload_policy(), &path, &path) {
+                    log::warn!("connection {id}: upload start refused: {e}; 400");
+                    reject(&self.conn, self.epoch, &msg, StatusCode::BAD_REQUEST);
+                    return;
+                }
+                if !msg.body().is_empty() {
+                    log::warn!("connection {id}: upload start with a body (a spoofed header); 400");
+                    reject(&self.conn, self.epoch, &msg, StatusCode::BAD_REQUEST);
+                    return;
+                }
+                st.lock().upload_start = Some(path);
+            }
+            MessageKind::UploadDone { start, done } => {
+                let st = self.state(id);
+                let expected = st.lock().upload_start.take();
+                if self.conn.upload_policy().upload_dir.is_none()
+                    && expected.as_ref() == Some(&start)
+                {
+                    return; // refused with 413 at start
+                }
+                if expected.as_ref() != Some(&start) {
+                    log::warn!("connection {id}: upload done without a matching start; 400");
+                    reject(&self.conn, self.epoch, &msg, StatusCode::BAD_REQUEST);
+                    return;
+                }
+                match check_upload(self.conn.upload_policy(), &start, &done) {
+                    Ok(path) => self.enqueue(
+                        st,
+                        Job {
+                            msg,
+                            upload: Some(path),
+                        },
+                    ),
+                    Err(e) => {
+                        log::warn!("connection {id}: {e}; 400");
+                        reject(&self.conn, self.epoch, &msg, StatusCode::BAD_REQUEST);
+                    }
+                }
+            }
+            _ => {
+                let st = self.state(id);
+                {
+                    let mut g = st.lock();
+                    if let Some(c) = msg.download_credits() {
+                        if g.credits.is_none() {
+                            g.credits = Some(c);
+                        }
+                    } else if g.credits.is_none() && self.conn.flow_control() && msg.is_request() {
+                        g.credits = Some(MAX_CREDITS);
+                    }
+                }
+                if msg.upload_stream().is_some() {
+                    st.start_upload_stream(msg.upload_stream_done());
+                }
+                self.enqueue(st, Job { msg, upload: None });
+            }
+        }
+    }
+
+    /// Gives the job to the connection's owner, or to the next idle worker when nobody owns
+    /// the connection.
+    fn enqueue(&mut self, st: Arc<ConnState>, job: Job) {
+        {
+            let mut g = st.lock();
+            if g.busy {
+                g.pending.push_back(job);
+                return;
+            }
+            g.busy = true;
+        }
+        self.shared.enqueue(st, job);
+    }
+}

@@ -1,0 +1,94 @@
+//! The worker protocol between a [`Device`](crate::Device) and its worker processes, spelled
+//! once (DEALER on the worker, ROUTER on the device):
+//!
+//! - worker → device, one frame: `READY <free> <seen>` (free request slots; assigned messages
+//!   received so far) on start, on every change and every 500 ms as a heartbeat; `BYE` when it
+//!   drains.
+//! - device → worker, two frames: a [`DeviceFlag`] (`A` a new connection assigned to this
+//!   worker, `S` a connection it already holds, `R` Mongrel2 went away), then Mongrel2's frame
+//!   unchanged (empty for `R`).
+
+/// A message from a worker to the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum WorkerMsg {
+    /// The worker can start `free` more requests and has received `seen` assigned messages.
+    Ready { free: i64, seen: u64 },
+    /// The worker is draining: send it nothing new.
+    Bye,
+}
+
+impl WorkerMsg {
+    /// The frame's bytes.
+    pub(super) fn encode(self) -> Vec<u8> {
+        match self {
+            Self::Ready { free, seen } => format!("READY {free} {seen}").into_bytes(),
+            Self::Bye => b"BYE".to_vec(),
+        }
+    }
+
+    /// Reads a frame; `None` for anything else. Numbers that do not parse count as 0.
+    pub(super) fn parse(frame: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(frame).ok()?;
+        let mut words = text.split_ascii_whitespace();
+        match words.next()? {
+            "READY" => {
+                let free = words.next()?.parse().unwrap_or(0);
+                let seen = words.next()?.parse().unwrap_or(0);
+                Some(Self::Ready { free, seen })
+            }
+            "BYE" => Some(Self::Bye),
+            _ => None,
+        }
+    }
+}
+
+/// The first frame of what the device sends a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum DeviceFlag {
+    /// A message for a connection newly assigned to this worker (it counts against its free
+    /// slots).
+    Assigned,
+    /// A message for a connection this worker already holds.
+    Sticky,
+    /// The device's link to Mongrel2 broke: every connection before this is gone, and the
+    /// device dropped what it still queued.
+    Reset,
+}
+
+impl DeviceFlag {
+    /// The flag's bytes.
+    pub(super) const fn as_bytes(self) -> &'static [u8] {
+        match self {
+            Self::Assigned => b"A",
+            Self::Sticky => b"S",
+            Self::Reset => b"R",
+        }
+    }
+
+    /// Reads a flag frame.
+    pub(super) fn parse(frame: &[u8]) -> Option<Self> {
+        match frame {
+            b"A" => Some(Self::Assigned),
+            b"S" => Some(Self::Sticky),
+            b"R" => Some(Self::Reset),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        for m in [WorkerMsg::Ready { free: 3, seen: 17 }, WorkerMsg::Bye] {
+            assert_eq!(WorkerMsg::parse(&m.encode()), Some(m));
+        }
+        assert_eq!(WorkerMsg::parse(b"READY 1"), None);
+        assert_eq!(WorkerMsg::parse(b"HELLO"), None);
+        for f in [DeviceFlag::Assigned, DeviceFlag::Sticky, DeviceFlag::Reset] {
+            assert_eq!(DeviceFlag::parse(f.as_bytes()), Some(f));
+        }
+    }
+}

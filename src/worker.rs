@@ -1,0 +1,150 @@
+//! The idle-worker queue between the dispatcher and the worker threads, and [`Worker`], a
+//! worker thread's source of requests.
+
+use crate::conn_state::{ConnState, Job};
+use crate::request::Request;
+use crate::transport::Connection;
+use crate::upload::UploadFile;
+use parking_lot::{Condvar, Mutex};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often a waiting worker looks at the queue again (a notify wakes it earlier).
+const POLL: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Default)]
+struct Queue {
+    jobs: VecDeque<(Arc<ConnState>, Job)>,
+    closing: bool,
+    /// Workers waiting in `Worker::next`.
+    idle: usize,
+}
+
+/// What the dispatcher and the workers share: the queue of jobs for idle workers, and the
+/// count of live worker threads.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    conn: Connection,
+    queue: Mutex<Queue>,
+    ready: Condvar,
+    live_workers: Mutex<usize>,
+    done: Condvar,
+}
+
+impl Shared {
+    pub(crate) fn new(conn: Connection) -> Self {
+        Self {
+            conn,
+            queue: Mutex::new(Queue::default()),
+            ready: Condvar::new(),
+            live_workers: Mutex::new(0),
+            done: Condvar::new(),
+        }
+    }
+
+    /// Tells the connection (a device, if any) how many requests could start right now.
+    fn report(&self, q: &Queue) {
+        self.conn.set_capacity(q.idle.saturating_sub(q.jobs.len()));
+    }
+
+    /// Hands a job for a connection nobody owns to the next idle worker.
+    pub(crate) fn enqueue(&self, st: Arc<ConnState>, job: Job) {
+        let mut q = self.queue.lock();
+        q.jobs.push_back((st, job));
+        self.report(&q);
+        drop(q);
+        self.ready.notify_one();
+    }
+
+    /// No more jobs will come: workers empty the queue, then their `next` returns `None`.
+    pub(crate) fn close(&self) {
+        self.queue.lock().closing = true;
+        self.ready.notify_all();
+    }
+
+    /// A worker thread for `shared`, numbered `index`. Counted live until it is dropped.
+    pub(crate) fn worker(shared: &Arc<Self>, index: usize) -> Worker {
+        *shared.live_workers.lock() += 1;
+        Worker {
+            shared: Arc::clone(shared),
+            current: None,
+            index,
+        }
+    }
+
+    /// Waits until every worker is gone or `deadline` passes; returns how many are still busy.
+    pub(crate) fn wait_workers(&self, deadline: Instant) -> usize {
+        let mut live = self.live_workers.lock();
+        while *live > 0 && Instant::now() < deadline {
+            self.done.wait_until(&mut live, deadline);
+        }
+        *live
+    }
+}
+
+/// A worker thread's source of requests; see [`Server::serve_with`](crate::Server::serve_with).
+/// `Send`, so it can be used inside `Python::detach` and the like.
+#[derive(Debug)]
+pub struct Worker {
+    shared: Arc<Shared>,
+    /// The connection this worker owns right now.
+    current: Option<Arc<ConnState>>,
+    index: usize,
+}
+
+impl Worker {
+    /// This worker's number, from 0.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    fn make(&mut self, st: Arc<ConnState>, job: Job) -> Request {
+        self.current = Some(Arc::clone(&st));
+        let upload = job.upload.map(UploadFile::new);
+        Request::new(job.msg, self.shared.conn.clone(), st, upload)
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let mut live = self.shared.live_workers.lock();
+        *live = live.saturating_sub(1);
+        self.shared.done.notify_all();
+    }
+}
+
+/// `Worker` is an iterator of requests: `for req in worker { ... }`.
+impl Iterator for Worker {
+    type Item = Request;
+
+    /// Blocks until the next message for this worker, or returns `None` once the server is
+    /// shutting down and the queue is empty. Calling it again means the previous request's
+    /// handler has returned: later messages for the same client come to this worker first.
+    fn next(&mut self) -> Option<Request> {
+        if let Some(st) = self.current.take() {
+            let mut g = st.lock();
+            if let Some(job) = g.pending.pop_front() {
+                drop(g);
+                return Some(self.make(st, job));
+            }
+            g.busy = false;
+        }
+        let mut q = self.shared.queue.lock();
+        q.idle += 1;
+        loop {
+            if let Some((st, job)) = q.jobs.pop_front() {
+                q.idle -= 1;
+                self.shared.report(&q);
+                drop(q);
+                return Some(self.make(st, job));
+            }
+            if q.closing {
+                q.idle -= 1;
+                return None;
+            }
+            self.shared.report(&q);
+            self.shared.ready.wait_for(&mut q, POLL);
+        }
+    }
+}
