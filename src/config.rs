@@ -19,6 +19,7 @@
 
 use crate::{Error, HeaderProtocol, Result};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Params};
+use std::error::Error as StdError;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -148,11 +149,11 @@ pub fn load_handler(db: impl AsRef<Path>, selector: &HandlerSelector) -> Result<
     let send_spec = row
         .send_spec
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| db.error(format_args!("handler id {} has no send_spec", row.id)))?;
+        .ok_or_else(|| db.missing_spec(row.id, "send_spec"))?;
     let recv_spec = row
         .recv_spec
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| db.error(format_args!("handler id {} has no recv_spec", row.id)))?;
+        .ok_or_else(|| db.missing_spec(row.id, "recv_spec"))?;
 
     let upload_temp_store = db.setting("upload.temp_store")?;
     let upload_dir = upload_temp_store.as_deref().and_then(upload_dir);
@@ -176,6 +177,137 @@ pub fn load_handler(db: impl AsRef<Path>, selector: &HandlerSelector) -> Result<
         content_length_limit: int_setting("limits.content_length")?
             .map(|v| u64::try_from(v).unwrap_or(0)),
     })
+}
+
+/// Why a handler could not be loaded from Mongrel2's config database. Every variant names the
+/// database file.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file does not exist.
+    #[error("config database {} not found", .path.display())]
+    Missing {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// The file cannot be read.
+    #[error("cannot read config database {}: {source}", .path.display())]
+    Unreadable {
+        /// The database file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// The path is a directory.
+    #[error("config database {} is a directory", .path.display())]
+    IsDirectory {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The file is not an sqlite database, or lacks a table Mongrel2's config has.
+    #[error("{} is not a Mongrel2 config database ({})", .path.display(), match .missing_table {
+        Some(t) => format!("it has no {t} table"),
+        None => "sqlite cannot read it".to_owned(),
+    })]
+    NotADatabase {
+        /// The database file.
+        path: PathBuf,
+        /// The first required table it lacks, when it is an sqlite file.
+        missing_table: Option<&'static str>,
+    },
+    /// No handler matches the selector.
+    #[error("{} in {}", not_found_text(.selector, .reason), .path.display())]
+    NotFound {
+        /// The database file.
+        path: PathBuf,
+        /// What was looked for.
+        selector: HandlerSelector,
+        /// What exactly is missing.
+        reason: NotFoundReason,
+    },
+    /// The selector matches several different handlers.
+    #[error("{selector} matches several different handlers (ids {}) in {}; select it by {}",
+        .candidates.iter().map(i64::to_string).collect::<Vec<_>>().join(", "), .path.display(),
+        if matches!(.selector, HandlerSelector::RoutePath(_)) {
+            "server, host and path (HandlerSelector::Route) or by id"
+        } else {
+            "id"
+        })]
+    Ambiguous {
+        /// The database file.
+        path: PathBuf,
+        /// What was looked for.
+        selector: HandlerSelector,
+        /// The ids of the handlers it matches, ascending.
+        candidates: Vec<i64>,
+    },
+    /// The handler row lacks a socket spec.
+    #[error("handler id {id} has no {field} in {}", .path.display())]
+    MissingSpec {
+        /// The database file.
+        path: PathBuf,
+        /// The handler's id.
+        id: i64,
+        /// `send_spec` or `recv_spec`.
+        field: &'static str,
+    },
+    /// sqlite failed.
+    #[error("reading {}: {source}", .path.display())]
+    Sql {
+        /// The database file.
+        path: PathBuf,
+        /// sqlite's error.
+        source: Box<dyn StdError + Send + Sync>,
+    },
+}
+
+/// What a [`ConfigError::NotFound`] did not find.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotFoundReason {
+    /// Nothing matches (no such id, send_ident, or route).
+    NoMatch,
+    /// No server has the selector's uuid.
+    NoServer,
+    /// The server has no host of the selector's name.
+    NoHost,
+    /// The route points to a handler id that does not exist (`None`: NULL).
+    DanglingRoute(Option<i64>),
+    /// The route leads to something other than a handler (`dir`, `proxy`, ...).
+    NotAHandlerRoute(Vec<String>),
+}
+
+fn not_found_text(selector: &HandlerSelector, reason: &NotFoundReason) -> String {
+    match (selector, reason) {
+        (HandlerSelector::Id(id), _) => format!("no handler with id {id}"),
+        (HandlerSelector::SendIdent(ident), _) => format!("no handler with send_ident {ident:?}"),
+        (HandlerSelector::Route { server_uuid, .. }, NotFoundReason::NoServer) => {
+            format!("no server with uuid {server_uuid:?}")
+        }
+        (
+            HandlerSelector::Route {
+                server_uuid, host, ..
+            },
+            NotFoundReason::NoHost,
+        ) => format!("server {server_uuid:?} has no host named {host:?}"),
+        (_, NotFoundReason::DanglingRoute(id)) => {
+            let id = id.map_or_else(|| "NULL".to_owned(), |id| id.to_string());
+            format!("{selector} points to handler id {id}, which does not exist")
+        }
+        (_, NotFoundReason::NotAHandlerRoute(kinds)) => {
+            format!(
+                "{selector} is a {} route, not a handler route",
+                kinds.join("/")
+            )
+        }
+        _ => format!("no {selector}"),
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Error::Config(Box::new(e))
+    }
 }
 
 /// The tables this module reads; a file without them is not a Mongrel2 config.
@@ -220,26 +352,28 @@ struct Db<'p> {
 
 impl<'p> Db<'p> {
     fn open(path: &'p Path) -> Result<Self> {
-        let shown = path.display();
+        let path_buf = || path.to_path_buf();
         match std::fs::metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::Config(format!("config database {shown} not found")));
+                return Err(ConfigError::Missing { path: path_buf() }.into());
             }
-            Err(e) => {
-                return Err(Error::Config(format!(
-                    "cannot read config database {shown}: {e}"
-                )));
+            Err(source) => {
+                return Err(ConfigError::Unreadable {
+                    path: path_buf(),
+                    source,
+                }
+                .into());
             }
             Ok(meta) if meta.is_dir() => {
-                return Err(Error::Config(format!(
-                    "config database {shown} is a directory"
-                )));
+                return Err(ConfigError::IsDirectory { path: path_buf() }.into());
             }
             Ok(_) => {}
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags)
-            .map_err(|e| Error::Config(format!("cannot open config database {shown}: {e}")))?;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| ConfigError::Sql {
+            path: path_buf(),
+            source: Box::new(e),
+        })?;
         let db = Db { conn, path };
         // m2sh may be rewriting the file right now.
         db.conn
@@ -262,28 +396,49 @@ impl<'p> Db<'p> {
             .iter()
             .find(|t| !present.iter().any(|p| p == *t))
         {
-            return Err(Error::Config(format!(
-                "{shown} is not a Mongrel2 config database (it has no {missing} table)"
-            )));
+            return Err(ConfigError::NotADatabase {
+                path: path_buf(),
+                missing_table: Some(missing),
+            }
+            .into());
         }
         Ok(db)
     }
 
-    /// `Error::Config("{what} in {path}")`.
-    fn error(&self, what: impl fmt::Display) -> Error {
-        Error::Config(format!("{what} in {}", self.path.display()))
+    /// [`ConfigError::NotFound`] for `selector`.
+    fn not_found_error(&self, selector: &HandlerSelector, reason: NotFoundReason) -> Error {
+        ConfigError::NotFound {
+            path: self.path.to_path_buf(),
+            selector: selector.clone(),
+            reason,
+        }
+        .into()
+    }
+
+    fn missing_spec(&self, id: i64, field: &'static str) -> Error {
+        ConfigError::MissingSpec {
+            path: self.path.to_path_buf(),
+            id,
+            field,
+        }
+        .into()
     }
 
     fn sql(&self, e: rusqlite::Error) -> Error {
-        Error::Config(format!("reading {}: {e}", self.path.display()))
+        ConfigError::Sql {
+            path: self.path.to_path_buf(),
+            source: Box::new(e),
+        }
+        .into()
     }
 
     fn not_a_config(&self, e: rusqlite::Error) -> Error {
         if e.sqlite_error_code() == Some(ErrorCode::NotADatabase) {
-            Error::Config(format!(
-                "{} is not a Mongrel2 config database ({e})",
-                self.path.display()
-            ))
+            ConfigError::NotADatabase {
+                path: self.path.to_path_buf(),
+                missing_table: None,
+            }
+            .into()
         } else {
             self.sql(e)
         }
@@ -313,20 +468,12 @@ impl<'p> Db<'p> {
         match rows.len() {
             0 => Ok(None),
             1 => Ok(rows.pop()),
-            _ => {
-                let ids: Vec<String> = rows.iter().map(|r| r.id.to_string()).collect();
-                let hint = match selector {
-                    HandlerSelector::RoutePath(_) => {
-                        "; select it by server, host and path (HandlerSelector::Route) or by id"
-                    }
-                    _ => "; select it by id",
-                };
-                Err(Error::Config(format!(
-                    "{selector} matches several different handlers (ids {}) in {}{hint}",
-                    ids.join(", "),
-                    self.path.display()
-                )))
+            _ => Err(ConfigError::Ambiguous {
+                path: self.path.to_path_buf(),
+                selector: selector.clone(),
+                candidates: rows.iter().map(|r| r.id).collect(),
             }
+            .into()),
         }
     }
 
@@ -377,9 +524,8 @@ impl<'p> Db<'p> {
     /// Why `selector` found nothing, as precisely as the database can tell.
     fn not_found(&self, selector: &HandlerSelector) -> Result<Error> {
         Ok(match selector {
-            HandlerSelector::Id(id) => self.error(format_args!("no handler with id {id}")),
-            HandlerSelector::SendIdent(ident) => {
-                self.error(format_args!("no handler with send_ident {ident:?}"))
+            HandlerSelector::Id(_) | HandlerSelector::SendIdent(_) => {
+                self.not_found_error(selector, NotFoundReason::NoMatch)
             }
             HandlerSelector::Route {
                 server_uuid,
@@ -387,16 +533,14 @@ impl<'p> Db<'p> {
                 path,
             } => {
                 if !self.exists("SELECT 1 FROM server WHERE uuid = ?1", params![server_uuid])? {
-                    return Ok(self.error(format_args!("no server with uuid {server_uuid:?}")));
+                    return Ok(self.not_found_error(selector, NotFoundReason::NoServer));
                 }
                 if !self.exists(
                     "SELECT 1 FROM host ho JOIN server s ON s.id = ho.server_id
                      WHERE s.uuid = ?1 AND ho.name = ?2",
                     params![server_uuid, host],
                 )? {
-                    return Ok(self.error(format_args!(
-                        "server {server_uuid:?} has no host named {host:?}"
-                    )));
+                    return Ok(self.not_found_error(selector, NotFoundReason::NoHost));
                 }
                 let targets = self.route_targets(
                     "SELECT DISTINCT CAST(r.target_type AS TEXT), r.target_id
@@ -438,25 +582,19 @@ impl<'p> Db<'p> {
         targets: &[(Option<String>, Option<i64>)],
     ) -> Error {
         if targets.is_empty() {
-            return self.error(format_args!("no {selector}"));
+            return self.not_found_error(selector, NotFoundReason::NoMatch);
         }
         if let Some((_, id)) = targets
             .iter()
             .find(|(t, _)| t.as_deref() == Some("handler"))
         {
-            let id = id.map_or_else(|| "NULL".to_owned(), |id| id.to_string());
-            return self.error(format_args!(
-                "{selector} points to handler id {id}, which does not exist"
-            ));
+            return self.not_found_error(selector, NotFoundReason::DanglingRoute(*id));
         }
-        let kinds: Vec<&str> = targets
+        let kinds = targets
             .iter()
-            .map(|(t, _)| t.as_deref().unwrap_or("NULL"))
+            .map(|(t, _)| t.clone().unwrap_or_else(|| "NULL".to_owned()))
             .collect();
-        self.error(format_args!(
-            "{selector} is a {} route, not a handler route",
-            kinds.join("/")
-        ))
+        self.not_found_error(selector, NotFoundReason::NotAHandlerRoute(kinds))
     }
 
     fn exists(&self, sql: &str, params: impl Params) -> Result<bool> {
@@ -644,11 +782,15 @@ servers = [main]
         }
     }
 
-    fn config_error(db: &Path, selector: &HandlerSelector) -> String {
+    fn config_err(db: &Path, selector: &HandlerSelector) -> ConfigError {
         match load_handler(db, selector) {
-            Err(Error::Config(msg)) => msg,
+            Err(Error::Config(e)) => *e,
             other => panic!("{selector}: expected Error::Config, got {other:?}"),
         }
+    }
+
+    fn config_error(db: &Path, selector: &HandlerSelector) -> String {
+        config_err(db, selector).to_string()
     }
 
     #[test]
@@ -746,8 +888,20 @@ servers = [main]
     #[test]
     fn route_path_to_several_handlers_is_an_error() {
         let (_dir, db) = fixture();
-        let msg = config_error(&db, &HandlerSelector::RoutePath("/handler".into()));
+        let sel = HandlerSelector::RoutePath("/handler".into());
         let (a, b) = (id_of(&db, TNET_IDENT), id_of(&db, JSON_IDENT));
+        match config_err(&db, &sel) {
+            ConfigError::Ambiguous {
+                selector,
+                candidates,
+                ..
+            } => {
+                assert_eq!(selector, sel);
+                assert_eq!(candidates, vec![a.min(b), a.max(b)]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let msg = config_error(&db, &sel);
         let ids = format!("(ids {}, {})", a.min(b), a.max(b));
         assert!(
             msg.starts_with("route path \"/handler\" matches several different handlers"),
@@ -800,6 +954,13 @@ servers = [main]
             ),
         ];
         for (selector, want) in table {
+            assert!(
+                matches!(
+                    config_err(&db, &selector),
+                    ConfigError::NotFound { selector: ref s, .. } if *s == selector
+                ),
+                "{selector}"
+            );
             assert_eq!(config_error(&db, &selector), want);
             let err = load_handler(&db, &selector).unwrap_err();
             assert_eq!(err.to_string(), format!("mongrel2 config: {want}"));
@@ -826,10 +987,18 @@ servers = [main]
     fn missing_file() {
         let dir = TempDir::new();
         let db = dir.0.join("nope.sqlite");
+        assert!(matches!(
+            config_err(&db, &HandlerSelector::Id(1)),
+            ConfigError::Missing { .. }
+        ));
         let msg = config_error(&db, &HandlerSelector::Id(1));
         assert_eq!(msg, format!("config database {} not found", db.display()));
         assert!(!db.exists(), "a read-only open must not create the file");
 
+        assert!(matches!(
+            config_err(&dir.0, &HandlerSelector::Id(1)),
+            ConfigError::IsDirectory { .. }
+        ));
         let msg = config_error(&dir.0, &HandlerSelector::Id(1));
         assert_eq!(
             msg,
@@ -846,6 +1015,13 @@ servers = [main]
             b"tcp://127.0.0.1:9999 is not sqlite, just some text ...........",
         )
         .unwrap();
+        assert!(matches!(
+            config_err(&junk, &HandlerSelector::Id(1)),
+            ConfigError::NotADatabase {
+                missing_table: None,
+                ..
+            }
+        ));
         let msg = config_error(&junk, &HandlerSelector::Id(1));
         assert!(
             msg.starts_with(&format!(
@@ -857,6 +1033,13 @@ servers = [main]
 
         let empty = dir.0.join("empty.sqlite");
         std::fs::write(&empty, b"").unwrap();
+        assert!(matches!(
+            config_err(&empty, &HandlerSelector::Id(1)),
+            ConfigError::NotADatabase {
+                missing_table: Some("handler"),
+                ..
+            }
+        ));
         let msg = config_error(&empty, &HandlerSelector::Id(1));
         assert_eq!(
             msg,
@@ -922,6 +1105,13 @@ servers = [main]
             .execute_batch("UPDATE handler SET recv_spec = NULL;")
             .unwrap();
         let id = id_of(&db, TNET_IDENT);
+        assert!(matches!(
+            config_err(&hand, &HandlerSelector::Id(id)),
+            ConfigError::MissingSpec {
+                field: "recv_spec",
+                ..
+            }
+        ));
         assert_eq!(
             config_error(&hand, &HandlerSelector::Id(id)),
             format!("handler id {id} has no recv_spec in {}", hand.display())

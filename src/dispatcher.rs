@@ -6,7 +6,7 @@ use crate::conn_state::{ConnState, Job, MAX_CREDITS};
 use crate::error::Error;
 use crate::responder::reject;
 use crate::transport::Connection;
-use crate::upload::check_upload;
+use crate::upload::{check_upload, UploadRefusal};
 use crate::worker::Shared;
 use crate::{Message, MessageKind};
 use http::StatusCode;
@@ -172,7 +172,7 @@ impl Dispatcher {
                     return; // refused with 413 at start
                 }
                 if expected.as_ref() != Some(&start) {
-                    log::warn!("connection {id}: upload done without a matching start; 400");
+                    log::warn!("connection {id}: {}; 400", UploadRefusal::NoStart);
                     reject(&self.conn, self.epoch, &msg, StatusCode::BAD_REQUEST);
                     return;
                 }

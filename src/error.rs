@@ -146,20 +146,27 @@ pub enum Error {
         reason: &'static str,
     },
     /// The Mongrel2 config database could not be read, or has no such handler.
+    #[cfg(feature = "config-db")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "config-db")))]
     #[error("mongrel2 config: {0}")]
-    Config(String),
+    Config(Box<crate::config::ConfigError>),
     /// A response could not be built (an invalid header, too many targets, an id list that is empty).
     #[error("invalid response: {0}")]
     InvalidResponse(String),
     /// An async upload was refused (path outside the upload directory, start and done differ, ...).
+    #[cfg(feature = "runtime")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
     #[error("upload rejected: {0}")]
-    Upload(String),
+    Upload(crate::upload::UploadRefusal),
+    /// [`Request::accept_websocket`](crate::Request::accept_websocket) on a message that is not
+    /// a WebSocket handshake.
+    #[cfg(feature = "runtime")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
+    #[error("accept_websocket on a message that is not a WebSocket handshake")]
+    NotAHandshake,
     /// The client went away (Mongrel2 sent a disconnect notice) or the request was already closed.
     #[error("client connection closed")]
     Closed,
-    /// The connection is shutting down.
-    #[error("connection is shutting down")]
-    Shutdown,
     /// A file or socket I/O error.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),

@@ -93,7 +93,7 @@ pub mod wsgi;
 pub use codec::{HeaderProtocol, Message, MessageKind, RawMessage};
 #[cfg(feature = "config-db")]
 #[cfg_attr(docsrs, doc(cfg(feature = "config-db")))]
-pub use config::{load_handler, HandlerConfig, HandlerSelector};
+pub use config::{load_handler, ConfigError, HandlerConfig, HandlerSelector, NotFoundReason};
 pub use error::{Error, ParseError, ParseErrorKind, Result};
 #[cfg(feature = "runtime")]
 #[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
@@ -104,7 +104,7 @@ pub use spec::{default_recv_spec, SocketSpec};
 pub use transport::{Connection, ConnectionBuilder, Device};
 #[cfg(feature = "runtime")]
 #[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
-pub use upload::UploadPolicy;
+pub use upload::{UploadPolicy, UploadRefusal};
 #[cfg(feature = "runtime")]
 #[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
 pub use worker::Worker;

@@ -219,12 +219,10 @@ impl Request {
     /// computed (the message body), and returns the responder for the frames that follow.
     ///
     /// # Errors
-    /// [`Error::InvalidResponse`] if this is not a handshake; as [`Responder::send`].
+    /// [`Error::NotAHandshake`] if this is not a handshake; as [`Responder::send`].
     pub fn accept_websocket(mut self) -> Result<Responder> {
         if self.msg.kind() != &MessageKind::WebSocketHandshake {
-            return Err(Error::InvalidResponse(
-                "accept_websocket on a message that is not a handshake".into(),
-            ));
+            return Err(Error::NotAHandshake);
         }
         self.answered = true;
         let mut out = Vec::with_capacity(160);

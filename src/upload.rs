@@ -22,20 +22,46 @@ pub struct UploadPolicy {
     pub chroot: PathBuf,
 }
 
+/// Why an async upload was refused (the client then gets 400, or 413 when uploads are off).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UploadRefusal {
+    /// No upload directory is configured, so no upload can be told from a forged header.
+    #[error(
+        "async uploads are disabled: set the upload directory (upload_dir / --upload-dir) to \
+         the directory of Mongrel2's upload.temp_store"
+    )]
+    Disabled,
+    /// A done message came for a connection with no start message before it.
+    #[error("upload done without a matching start")]
+    NoStart,
+    /// The start and done messages name different files (or none).
+    #[error("upload start and done paths differ")]
+    StartDoneDiffer,
+    /// The path is relative or has `.`, `..` or empty segments.
+    #[error("upload path is not absolute and normal")]
+    NotNormal,
+    /// The path is not directly inside the upload directory.
+    #[error("upload path is outside the upload directory")]
+    OutsideUploadDir,
+    /// The path is a directory, a link or something else that is not a regular file.
+    #[error("upload path is not a regular file")]
+    NotRegularFile,
+    /// The file cannot be looked at on this host.
+    #[error("upload file unreadable ({0})")]
+    Unreadable(std::io::ErrorKind),
+}
+
 /// Checks an upload's start and done paths against `policy`; returns the file's path on this host.
 ///
 /// # Errors
-/// [`Error::Upload`] naming the reason. Nothing on disk is touched.
+/// [`Error::Upload`] with the [`UploadRefusal`]. Nothing on disk is touched.
 pub fn check_upload(policy: &UploadPolicy, start: &[u8], done: &[u8]) -> Result<PathBuf> {
     let Some(dir) = &policy.upload_dir else {
-        return Err(Error::Upload(
-            "async uploads are disabled: set the upload directory (upload_dir / --upload-dir) to \
-             the directory of Mongrel2's upload.temp_store"
-                .into(),
-        ));
+        return Err(Error::Upload(UploadRefusal::Disabled));
     };
     if start.is_empty() || start != done {
-        return Err(Error::Upload("upload start and done paths differ".into()));
+        return Err(Error::Upload(UploadRefusal::StartDoneDiffer));
     }
     let path = Path::new(std::ffi::OsStr::from_bytes(start));
     // Check the raw bytes: `Path::components` would quietly drop `.` and `//`.
@@ -44,22 +70,18 @@ pub fn check_upload(policy: &UploadPolicy, start: &[u8], done: &[u8]) -> Result<
             .split(|&b| b == b'/')
             .all(|seg| !seg.is_empty() && seg != b"." && seg != b"..");
     if !normal {
-        return Err(Error::Upload(
-            "upload path is not absolute and normal".into(),
-        ));
+        return Err(Error::Upload(UploadRefusal::NotNormal));
     }
     let parent_ok = path.parent() == Some(dir.as_path());
     if !parent_ok {
-        return Err(Error::Upload(
-            "upload path is outside the upload directory".into(),
-        ));
+        return Err(Error::Upload(UploadRefusal::OutsideUploadDir));
     }
     let rel = path.strip_prefix("/").unwrap_or(path);
     let host = policy.chroot.join(rel);
     match std::fs::symlink_metadata(&host) {
         Ok(m) if m.file_type().is_file() => Ok(host),
-        Ok(_) => Err(Error::Upload("upload path is not a regular file".into())),
-        Err(e) => Err(Error::Upload(format!("upload file unreadable: {e}"))),
+        Ok(_) => Err(Error::Upload(UploadRefusal::NotRegularFile)),
+        Err(e) => Err(Error::Upload(UploadRefusal::Unreadable(e.kind()))),
     }
 }
 
@@ -110,29 +132,36 @@ mod tests {
             check_upload(&policy, ok, ok).unwrap(),
             root.join("tmp/upload.abc123")
         );
-        let bad: &[(&[u8], &[u8])] = &[
-            (b"/etc/passwd", b"/etc/passwd"),
-            (b"/tmp/../etc/passwd", b"/tmp/../etc/passwd"),
-            (b"/tmp/./upload.abc123", b"/tmp/./upload.abc123"),
-            (b"tmp/upload.abc123", b"tmp/upload.abc123"),
-            (b"/tmp/upload.abc123", b"/tmp/upload.other"),
-            (b"/tmp/upload.missing", b"/tmp/upload.missing"),
-            (b"/tmp/upload.link", b"/tmp/upload.link"),
-            (b"/tmp", b"/tmp"),
-            (b"", b""),
+        use UploadRefusal::*;
+        let bad: &[(&[u8], &[u8], UploadRefusal)] = &[
+            (b"/etc/passwd", b"/etc/passwd", OutsideUploadDir),
+            (b"/tmp/../etc/passwd", b"/tmp/../etc/passwd", NotNormal),
+            (b"/tmp/./upload.abc123", b"/tmp/./upload.abc123", NotNormal),
+            (b"tmp/upload.abc123", b"tmp/upload.abc123", NotNormal),
+            (b"/tmp/upload.abc123", b"/tmp/upload.other", StartDoneDiffer),
+            (
+                b"/tmp/upload.missing",
+                b"/tmp/upload.missing",
+                Unreadable(std::io::ErrorKind::NotFound),
+            ),
+            (b"/tmp/upload.link", b"/tmp/upload.link", NotRegularFile),
+            (b"/tmp", b"/tmp", OutsideUploadDir),
+            (b"", b"", StartDoneDiffer),
         ];
-        for (s, d) in bad {
-            assert!(
-                matches!(check_upload(&policy, s, d), Err(Error::Upload(_))),
-                "{}",
-                String::from_utf8_lossy(s)
-            );
+        for (s, d, why) in bad {
+            match check_upload(&policy, s, d) {
+                Err(Error::Upload(got)) => assert_eq!(got, *why, "{}", String::from_utf8_lossy(s)),
+                other => panic!("{}: {other:?}", String::from_utf8_lossy(s)),
+            }
         }
         let off = UploadPolicy {
             upload_dir: None,
             chroot: root.clone(),
         };
-        assert!(check_upload(&off, ok, ok).is_err());
+        assert!(matches!(
+            check_upload(&off, ok, ok),
+            Err(Error::Upload(UploadRefusal::Disabled))
+        ));
         assert!(root.join("tmp/upload.abc123").exists(), "nothing touched");
         drop(UploadFile::new(root.join("tmp/upload.abc123")));
         assert!(!root.join("tmp/upload.abc123").exists());
