@@ -17,33 +17,53 @@
 
 mod support;
 
+use clap::Parser;
 use http::{HeaderMap, StatusCode};
 use m2wsgi::{Connection, HandlerSelector, MessageKind, Server};
 use std::io::Read;
+use std::path::PathBuf;
 
-const USAGE: &str = "usage: config_db CONFIG.sqlite (--route PATH | --send-ident UUID | --id N) \
-                     [--chroot DIR] [--workers N]";
+/// A handler started from Mongrel2's config database: name the handler, the rest is read
+/// from the file.
+#[derive(Parser, Debug)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["route", "send_ident", "id"])))]
+struct Args {
+    /// Mongrel2's config database (what `m2sh load` writes).
+    #[arg(value_name = "CONFIG.sqlite")]
+    db: PathBuf,
+    /// The handler behind this route path.
+    #[arg(long, value_name = "PATH")]
+    route: Option<String>,
+    /// The handler with this send_ident.
+    #[arg(long, value_name = "UUID")]
+    send_ident: Option<String>,
+    /// The handler with this id.
+    #[arg(long, value_name = "N")]
+    id: Option<i64>,
+    /// Mongrel2's chroot on this host, overriding the database's (say / when Mongrel2 does not
+    /// run as root, so does not chroot).
+    #[arg(long, value_name = "DIR")]
+    chroot: Option<PathBuf>,
+    /// Worker threads.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    workers: usize,
+}
 
 fn main() -> m2wsgi::Result<()> {
     support::init_logging();
-    let args = support::Args::parse(USAGE, &[]);
-    let db = args.pos(0, "CONFIG.sqlite");
-    let selector = if let Some(path) = args.get("route") {
-        HandlerSelector::RoutePath(path.to_string())
-    } else if let Some(ident) = args.get("send-ident") {
-        HandlerSelector::SendIdent(ident.to_string())
-    } else if let Some(id) = args.get("id") {
-        HandlerSelector::Id(id.parse().unwrap_or(0))
-    } else {
-        eprintln!("{USAGE}");
-        std::process::exit(2);
+    let args = Args::parse();
+    let selector = match (&args.route, &args.send_ident, args.id) {
+        (Some(path), _, _) => HandlerSelector::RoutePath(path.clone()),
+        (_, Some(ident), _) => HandlerSelector::SendIdent(ident.clone()),
+        (_, _, Some(id)) => HandlerSelector::Id(id),
+        _ => unreachable!("clap requires one of --route, --send-ident, --id"),
     };
-    let mut builder = Connection::from_config(db, &selector)?;
-    if let Some(dir) = args.get("chroot") {
+    let mut builder = Connection::from_config(&args.db, &selector)?;
+    if let Some(dir) = &args.chroot {
         builder = builder.chroot(dir);
     }
     let conn = builder.connect()?;
-    log::info!(
+    tracing::info!(
         "config_db: {selector}: pulling from {}, replying to {} as {}, uploads {:?}",
         conn.send_spec(),
         conn.recv_spec(),
@@ -51,7 +71,7 @@ fn main() -> m2wsgi::Result<()> {
         conn.upload_policy()
     );
     Server::new(conn)
-        .workers(args.num("workers", 2usize))
+        .workers(args.workers)
         .handle_signals(true)
         .serve(|req| {
             let upload = matches!(req.kind(), MessageKind::UploadDone { .. });
@@ -78,7 +98,7 @@ fn main() -> m2wsgi::Result<()> {
                 req.reply_http(StatusCode::OK, &HeaderMap::new(), b"Hello, world!")
             };
             if let Err(e) = result {
-                log::warn!("config_db: {e}");
+                tracing::warn!("config_db: {e}");
             }
         })
 }

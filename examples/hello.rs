@@ -29,35 +29,41 @@
 
 mod support;
 
+use clap::Parser;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, StatusCode};
-use m2wsgi::{Connection, MessageKind, Server};
+use m2wsgi::{MessageKind, Server};
 use std::time::Duration;
 
-const USAGE: &str = "usage: hello SEND_SPEC RECV_SPEC [--workers N] [--send-ident UUID] \
-                     [--device ENDPOINT] [--allow-sleep] [--delay-ms MS] [--shutdown-timeout SECS]";
+/// Hello world behind Mongrel2: every request is answered `200 OK` with `Hello, world!`.
+#[derive(Parser, Debug)]
+struct Args {
+    #[command(flatten)]
+    handler: support::HandlerArgs,
+    /// Honour `?sleep=MS` (at most 10 s) before answering: a slow request on demand.
+    #[arg(long)]
+    allow_sleep: bool,
+    /// Make every answer this slow (a worker that lags behind the others).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    delay_ms: u64,
+    /// How long in-flight requests may take to finish once shutdown starts.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    shutdown_timeout: u64,
+}
 
 fn main() -> m2wsgi::Result<()> {
     support::init_logging();
-    let args = support::Args::parse(USAGE, &["allow-sleep"]);
-    let mut builder =
-        Connection::builder(args.pos(0, "SEND_SPEC")).recv_spec(args.pos(1, "RECV_SPEC"));
-    if let Some(ident) = args.get("send-ident") {
-        builder = builder.send_ident(ident);
-    }
-    if let Some(device) = args.get("device") {
-        builder = builder.device(device);
-    }
-    let conn = builder.connect()?;
-    let workers = args.num("workers", 4usize);
-    let allow_sleep = args.has("allow-sleep");
-    let delay = Duration::from_millis(args.num("delay-ms", 0));
+    let args = Args::parse();
+    let conn = args.handler.builder().connect()?;
+    let workers = args.handler.workers.unwrap_or(4);
+    let allow_sleep = args.allow_sleep;
+    let delay = Duration::from_millis(args.delay_ms);
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    log::info!("hello: {workers} workers, replying to {}", conn.recv_spec());
+    tracing::info!("hello: {workers} workers, replying to {}", conn.recv_spec());
     Server::new(conn)
         .workers(workers)
-        .shutdown_timeout(Duration::from_secs(args.num("shutdown-timeout", 30)))
+        .shutdown_timeout(Duration::from_secs(args.shutdown_timeout))
         .handle_signals(true)
         .serve(move |req| {
             if req.kind() != &MessageKind::Request {
@@ -71,9 +77,9 @@ fn main() -> m2wsgi::Result<()> {
                 std::thread::sleep(Duration::from_millis(ms.min(10_000)));
             }
             if let Err(e) = req.reply_http(StatusCode::OK, &headers, b"Hello, world!") {
-                log::warn!("reply failed: {e}");
+                tracing::warn!("reply failed: {e}");
             }
         })?;
-    log::info!("hello: stopped");
+    tracing::info!("hello: stopped");
     Ok(())
 }

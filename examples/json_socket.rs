@@ -17,26 +17,27 @@
 
 mod support;
 
-use m2wsgi::{Connection, MessageKind, Server};
+use clap::Parser;
+use m2wsgi::{MessageKind, Server};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-const USAGE: &str = "usage: json_socket SEND_SPEC RECV_SPEC [--workers N] [--send-ident UUID]";
+/// Mongrel2's JSON sockets (Flash-style XML/JSON messages) behind a handler.
+#[derive(Parser, Debug)]
+struct Args {
+    #[command(flatten)]
+    handler: support::HandlerArgs,
+}
 
 fn main() -> m2wsgi::Result<()> {
     support::init_logging();
-    let args = support::Args::parse(USAGE, &[]);
-    let mut builder =
-        Connection::builder(args.pos(0, "SEND_SPEC")).recv_spec(args.pos(1, "RECV_SPEC"));
-    if let Some(ident) = args.get("send-ident") {
-        builder = builder.send_ident(ident);
-    }
-    let conn = builder.connect()?;
+    let args = Args::parse();
+    let conn = args.handler.builder().connect()?;
     let members: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
     let count = Arc::new(AtomicU64::new(0));
     Server::new(conn.clone())
-        .workers(args.num("workers", 2usize))
+        .workers(args.handler.workers.unwrap_or(2))
         .handle_signals(true)
         .serve(move |req| {
             let id = req.conn_id();
@@ -54,7 +55,7 @@ fn main() -> m2wsgi::Result<()> {
                         req.responder().send(reply.as_bytes())
                     };
                     if let Err(e) = result {
-                        log::info!("json socket {id}: {e}");
+                        tracing::info!("json socket {id}: {e}");
                     }
                 }
                 MessageKind::Disconnect => {

@@ -22,34 +22,33 @@
 
 mod support;
 
+use clap::Parser;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, StatusCode};
-use m2wsgi::{Connection, MessageKind, Request, Server};
+use m2wsgi::{MessageKind, Request, Server};
 use std::time::Duration;
 
-const USAGE: &str =
-    "usage: streaming SEND_SPEC RECV_SPEC [--workers N] [--flow-control] [--send-ident UUID] \
-     [--device ENDPOINT]";
+/// Streaming responses behind Mongrel2 (see the module docs for the query parameters).
+#[derive(Parser, Debug)]
+struct Args {
+    #[command(flatten)]
+    handler: support::HandlerArgs,
+    /// Mongrel2 runs with `download.flow_control=1`: pace large bodies by its credits.
+    #[arg(long)]
+    flow_control: bool,
+}
 
 fn main() -> m2wsgi::Result<()> {
     support::init_logging();
-    let args = support::Args::parse(USAGE, &["flow-control"]);
-    let mut builder = Connection::builder(args.pos(0, "SEND_SPEC"))
-        .recv_spec(args.pos(1, "RECV_SPEC"))
-        .flow_control(args.has("flow-control"));
-    if let Some(ident) = args.get("send-ident") {
-        builder = builder.send_ident(ident);
-    }
-    if let Some(device) = args.get("device") {
-        builder = builder.device(device);
-    }
+    let args = Args::parse();
+    let builder = args.handler.builder().flow_control(args.flow_control);
     Server::new(builder.connect()?)
-        .workers(args.num("workers", 4usize))
+        .workers(args.handler.workers.unwrap_or(4))
         .handle_signals(true)
         .serve(|req| {
             if req.kind() == &MessageKind::Request {
                 if let Err(e) = stream(req) {
-                    log::info!("stream ended early: {e}");
+                    tracing::info!("stream ended early: {e}");
                 }
             }
         })
@@ -73,7 +72,7 @@ fn stream(req: Request) -> m2wsgi::Result<()> {
         let piece: Vec<u8> = (0..64 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
         while body.written() < total {
             if body.is_disconnected() {
-                log::info!(
+                tracing::info!(
                     "producer stopped: client gone after {} bytes",
                     body.written()
                 );
@@ -92,7 +91,7 @@ fn stream(req: Request) -> m2wsgi::Result<()> {
     let mut body = req.stream(StatusCode::OK, &headers, None)?;
     for i in 0..chunks {
         if body.is_disconnected() {
-            log::info!(
+            tracing::info!(
                 "producer stopped: client gone after {} bytes",
                 body.written()
             );

@@ -28,29 +28,39 @@
 
 mod support;
 
+use clap::Parser;
 use http::{HeaderMap, StatusCode};
-use m2wsgi::{Connection, MessageKind, Request, Server};
+use m2wsgi::{MessageKind, Request, Server};
 use std::io::Read;
+use std::path::PathBuf;
 
-const USAGE: &str = "usage: upload SEND_SPEC RECV_SPEC [--upload-dir DIR] [--chroot DIR] \
-                     [--workers N] [--send-ident UUID]";
+/// Uploads behind Mongrel2: reads request bodies however they arrive and reports their size
+/// and CRC-32.
+#[derive(Parser, Debug)]
+struct Args {
+    #[command(flatten)]
+    handler: support::HandlerArgs,
+    /// The directory of Mongrel2's upload.temp_store, as Mongrel2 sees it (inside its chroot).
+    /// Without it, async uploads are refused with 413.
+    #[arg(long, value_name = "DIR")]
+    upload_dir: Option<PathBuf>,
+    /// Mongrel2's chroot on this host (default /).
+    #[arg(long, value_name = "DIR")]
+    chroot: Option<PathBuf>,
+}
 
 fn main() -> m2wsgi::Result<()> {
     support::init_logging();
-    let args = support::Args::parse(USAGE, &[]);
-    let mut builder =
-        Connection::builder(args.pos(0, "SEND_SPEC")).recv_spec(args.pos(1, "RECV_SPEC"));
-    if let Some(dir) = args.get("upload-dir") {
+    let args = Args::parse();
+    let mut builder = args.handler.builder();
+    if let Some(dir) = &args.upload_dir {
         builder = builder.upload_dir(dir);
     }
-    if let Some(dir) = args.get("chroot") {
+    if let Some(dir) = &args.chroot {
         builder = builder.chroot(dir);
     }
-    if let Some(ident) = args.get("send-ident") {
-        builder = builder.send_ident(ident);
-    }
     Server::new(builder.connect()?)
-        .workers(args.num("workers", 4usize))
+        .workers(args.handler.workers.unwrap_or(4))
         .handle_signals(true)
         .serve(|req| {
             if matches!(
@@ -58,7 +68,7 @@ fn main() -> m2wsgi::Result<()> {
                 MessageKind::Request | MessageKind::UploadDone { .. }
             ) {
                 if let Err(e) = answer(req) {
-                    log::warn!("upload failed: {e}");
+                    tracing::warn!("upload failed: {e}");
                 }
             }
         })
@@ -76,7 +86,7 @@ fn answer(req: Request) -> m2wsgi::Result<()> {
         size += n as u64;
         crc.update(&buf[..n]);
     }
-    log::info!("connection {}: {size} bytes", req.conn_id());
+    tracing::info!("connection {}: {size} bytes", req.conn_id());
     let text = format!("size={size} crc32={:08x}\n", crc.finish());
     req.reply_http(StatusCode::OK, &HeaderMap::new(), text.as_bytes())
 }

@@ -19,29 +19,30 @@
 
 mod support;
 
+use clap::Parser;
 use m2wsgi::codec::websocket::{encode_close, encode_frame, parse_close, Opcode};
 use m2wsgi::{Connection, MessageKind, Request, Server};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
-const USAGE: &str = "usage: websocket SEND_SPEC RECV_SPEC [--workers N] [--send-ident UUID]";
+/// WebSocket echo and chat behind Mongrel2.
+#[derive(Parser, Debug)]
+struct Args {
+    #[command(flatten)]
+    handler: support::HandlerArgs,
+}
 
 fn main() -> m2wsgi::Result<()> {
     support::init_logging();
-    let args = support::Args::parse(USAGE, &[]);
-    let mut builder =
-        Connection::builder(args.pos(0, "SEND_SPEC")).recv_spec(args.pos(1, "RECV_SPEC"));
-    if let Some(ident) = args.get("send-ident") {
-        builder = builder.send_ident(ident);
-    }
-    let conn = builder.connect()?;
+    let args = Args::parse();
+    let conn = args.handler.builder().connect()?;
     let room: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
     Server::new(conn.clone())
-        .workers(args.num("workers", 4usize))
+        .workers(args.handler.workers.unwrap_or(4))
         .handle_signals(true)
         .serve(move |req| {
             if let Err(e) = handle(&conn, &room, req) {
-                log::info!("websocket: {e}");
+                tracing::info!("websocket: {e}");
             }
         })
 }
@@ -57,7 +58,7 @@ fn handle(conn: &Connection, room: &Mutex<BTreeSet<u64>>, req: Request) -> m2wsg
             // Join before answering, so a message sent right after the handshake reaches it.
             if is_chat(&req) {
                 room.lock().unwrap().insert(id);
-                log::info!("connection {id} joined the chat");
+                tracing::info!("connection {id} joined the chat");
             }
             if let Err(e) = req.accept_websocket() {
                 room.lock().unwrap().remove(&id);
@@ -90,7 +91,7 @@ fn handle(conn: &Connection, room: &Mutex<BTreeSet<u64>>, req: Request) -> m2wsg
             }
         }
         MessageKind::Disconnect if room.lock().unwrap().remove(&id) => {
-            log::info!("connection {id} left the chat");
+            tracing::info!("connection {id} left the chat");
         }
         MessageKind::Request => {
             let mut h = http::HeaderMap::new();

@@ -14,8 +14,8 @@ export PYO3_PYTHON
 
 echo "== codec only (no default features: no libzmq, no Python)"
 cargo test --no-default-features --lib --tests
-echo "== default features (runtime + config-db, real Mongrel2)"
-cargo test
+echo "== default features and the device command (runtime + config-db + cli, real Mongrel2)"
+cargo test --features cli
 echo "== --features wsgi (the Python bridge and the m2wsgi command)"
 cargo test --features wsgi
 echo "== fuzz smoke"

@@ -1,110 +1,55 @@
-//! What the examples share: a stderr logger and a small argument parser, so that they need no
-//! dependency beyond the crate itself. Not an example on its own.
+//! What the examples share: the options every handler takes and a stderr logger. Not an
+//! example on its own.
 #![allow(dead_code, unreachable_pub)]
 
-use std::collections::HashMap;
-use std::process::exit;
-use std::str::FromStr;
+use m2wsgi::{Connection, ConnectionBuilder};
 
-/// Command-line arguments: positional ones in order, and `--name value` / `--name=value` flags
-/// (`--name` alone is a switch).
-pub struct Args {
-    usage: &'static str,
-    pub positional: Vec<String>,
-    flags: HashMap<String, Option<String>>,
+/// Where Mongrel2's sockets are, and how this handler attaches to them.
+#[derive(clap::Args, Debug)]
+pub struct HandlerArgs {
+    /// Mongrel2's send_spec: where requests come from (e.g. tcp://127.0.0.1:9999).
+    pub send_spec: String,
+    /// Mongrel2's recv_spec: where replies go (e.g. tcp://127.0.0.1:9998).
+    pub recv_spec: String,
+    /// The handler's identity, Mongrel2's send_ident (default: a random UUID).
+    #[arg(long, value_name = "UUID")]
+    pub send_ident: Option<String>,
+    /// Take requests from an m2wsgi-device listening at ENDPOINT instead of from Mongrel2.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub device: Option<String>,
+    /// Worker threads.
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
 }
 
-impl Args {
-    /// Parses `std::env::args()`; `--help` prints `usage` and exits. `switches` are the flags
-    /// that take no value.
-    pub fn parse(usage: &'static str, switches: &[&str]) -> Args {
-        let mut positional = Vec::new();
-        let mut flags = HashMap::new();
-        let mut it = std::env::args().skip(1);
-        while let Some(a) = it.next() {
-            if a == "--help" || a == "-h" {
-                println!("{usage}");
-                exit(0);
-            }
-            if let Some(name) = a.strip_prefix("--") {
-                if let Some((k, v)) = name.split_once('=') {
-                    flags.insert(k.to_string(), Some(v.to_string()));
-                } else if switches.contains(&name) {
-                    flags.insert(name.to_string(), None);
-                } else {
-                    let v = it
-                        .next()
-                        .unwrap_or_else(|| die(usage, &format!("--{name} needs a value")));
-                    flags.insert(name.to_string(), Some(v));
-                }
-            } else {
-                positional.push(a);
-            }
+impl HandlerArgs {
+    /// A connection builder for these sockets.
+    pub fn builder(&self) -> ConnectionBuilder {
+        let mut b = Connection::builder(&self.send_spec).recv_spec(&self.recv_spec);
+        if let Some(ident) = &self.send_ident {
+            b = b.send_ident(ident);
         }
-        Args {
-            usage,
-            positional,
-            flags,
+        if let Some(device) = &self.device {
+            b = b.device(device);
         }
+        b
     }
-
-    /// The `i`-th positional argument, or exit with the usage text.
-    pub fn pos(&self, i: usize, what: &str) -> &str {
-        self.positional
-            .get(i)
-            .map(String::as_str)
-            .unwrap_or_else(|| die(self.usage, &format!("missing {what}")))
-    }
-
-    /// A flag's value.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.flags.get(name).and_then(|v| v.as_deref())
-    }
-
-    /// Whether a switch was given.
-    pub fn has(&self, name: &str) -> bool {
-        self.flags.contains_key(name)
-    }
-
-    /// A flag parsed as a number (or anything `FromStr`), with a default.
-    pub fn num<T: FromStr>(&self, name: &str, default: T) -> T {
-        match self.get(name) {
-            None => default,
-            Some(v) => v
-                .parse()
-                .unwrap_or_else(|_| die(self.usage, &format!("--{name}: bad value {v:?}"))),
-        }
-    }
-}
-
-fn die(usage: &str, why: &str) -> ! {
-    eprintln!("error: {why}\n\n{usage}");
-    exit(2)
-}
-
-struct Stderr(log::LevelFilter);
-
-impl log::Log for Stderr {
-    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        m.level() <= self.0
-    }
-    fn log(&self, r: &log::Record<'_>) {
-        if self.enabled(r.metadata()) {
-            eprintln!("[{}] {}: {}", r.level(), r.target(), r.args());
-        }
-    }
-    fn flush(&self) {}
 }
 
 /// Logs to stderr at the level in `M2WSGI_LOG` (`error`, `warn`, `info`, `debug`; default
-/// `info`).
+/// `info`), or as `RUST_LOG` says when it is set.
 pub fn init_logging() {
-    let level = std::env::var("M2WSGI_LOG")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(log::LevelFilter::Info);
-    let _ = log::set_logger(Box::leak(Box::new(Stderr(level))));
-    log::set_max_level(level);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| {
+            tracing_subscriber::EnvFilter::try_new(
+                std::env::var("M2WSGI_LOG").unwrap_or_else(|_| "info".into()),
+            )
+        })
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// The value of `key` in a query string such as `a=1&b=2`.
