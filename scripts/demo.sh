@@ -26,7 +26,7 @@ done
 say() { printf '\033[1mdemo:\033[0m %s\n' "$*"; }
 die() { printf 'demo: ERROR: %s\n' "$*" >&2; exit 1; }
 
-# 1. What is missing (Mongrel2, libzmq, curl, a CPython 3.11 with a venv): installed.
+# 1. What is missing (Mongrel2, a C++ compiler, curl, a CPython 3.11 with a venv): installed.
 bash "$REPO/scripts/install-deps.sh"
 PYO3_PYTHON="$(bash "$REPO/scripts/python.sh")"
 export PYO3_PYTHON

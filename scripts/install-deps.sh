@@ -30,13 +30,12 @@ die() { echo "install-deps: ERROR: $*" >&2; exit 1; }
 # package -> a command it provides ('' = check with dpkg only)
 declare -A PKG_CMD=(
     [mongrel2-core]=mongrel2
-    [libzmq3-dev]=''
-    [pkg-config]=pkg-config
+    [g++]=c++
     [sqlite3]=sqlite3
     [curl]=curl
     [wrk]=wrk
 )
-PKG_ORDER=(mongrel2-core libzmq3-dev pkg-config sqlite3 curl wrk)
+PKG_ORDER=(mongrel2-core g++ sqlite3 curl wrk)
 
 pkg_present() {
     local pkg="$1" cmd="${PKG_CMD[$1]}"
@@ -54,10 +53,6 @@ done
 if [[ ${#missing[@]} -eq 0 ]] && ! command -v m2sh >/dev/null 2>&1; then
     missing+=(mongrel2-core)
 fi
-# libzmq must be visible to pkg-config for the zmq crate's build script.
-if [[ ${#missing[@]} -eq 0 ]] && ! pkg-config --exists libzmq; then
-    missing+=(libzmq3-dev)
-fi
 
 if [[ ${#missing[@]} -gt 0 ]]; then
     command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and apt-get is not available"
@@ -71,7 +66,6 @@ if [[ ${#missing[@]} -gt 0 ]]; then
         pkg_present "$pkg" || die "package $pkg still missing after apt-get install"
     done
     command -v m2sh >/dev/null 2>&1 || die "m2sh not found after installing mongrel2-core"
-    pkg-config --exists libzmq || die "pkg-config cannot find libzmq after installing libzmq3-dev"
 else
     log "Debian packages present: ${PKG_ORDER[*]}"
 fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: what the README tells you to run and what CI runs.
 #
-# Installs what is missing (Mongrel2, libzmq, the Python venv, cargo-fuzz), then runs the whole
+# Installs what is missing (Mongrel2, a C++ compiler, the Python venv, cargo-fuzz), then runs the whole
 # suite: the codec alone (no libzmq, no Python), the runtime against a real Mongrel2, the WSGI
 # bridge against real Flask/Django apps, and a short fuzz smoke over the committed corpus.
 set -euo pipefail

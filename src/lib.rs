@@ -13,22 +13,24 @@
 //! and handlers PUBlish replies `SENDER_UUID SP LEN:ID ID ..., SP BODY` back to it, where BODY is
 //! the raw bytes to write to those clients.
 //!
-//! This crate is layered:
+//! ## Where things are
 //!
-//! - [`tnetstring`]: a strict, zero-copy tnetstring and netstring parser and encoder.
-//! - [`codec`]: the Mongrel2 message format in both directions ([`RawMessage`], [`Message`],
-//!   [`codec::response`], [`codec::websocket`]). Pure: bytes in, values out, fuzzed.
-//! - [`SocketSpec`] and, with feature `config-db` (default), [`config`]: where the sockets are,
-//!   from specs (`tcp://IDENT@127.0.0.1:9999#bind`) or from Mongrel2's config database.
-//! - With feature `runtime` (default; links the system libzmq): `Connection` (the only code that
-//!   touches ZeroMQ), `Request` / `Responder` / `ResponseStream` / `Body` (answer from any thread,
-//!   stream with flow control, read uploads in place), `Server` (N workers, fair dispatch,
-//!   graceful drain) and `Device` (one Mongrel2, several handler processes).
-//! - With feature `wsgi`: the PEP 3333 bridge and the `m2wsgi` command.
+//! The layers depend only downwards:
 //!
-//! A complete native handler (feature `runtime`) is in the README and in `examples/hello.rs`.
-//! - `wsgi` (feature `wsgi`): a PEP 3333 bridge serving Python WSGI applications, embedding
-//!   CPython through PyO3; the `m2wsgi` command is built on it.
+//! | layer | files | what |
+//! |---|---|---|
+//! | codec (always; pure, no I/O, fuzzed) | [`tnetstring`], [`codec`] | tnetstrings and netstrings; the Mongrel2 message format both ways ([`RawMessage`], [`Message`], [`MessageKind`], [`codec::response`], [`codec::websocket`]) |
+//! | where the sockets are | `spec.rs`, [`config`] (`config-db`) | socket specs (`tcp://IDENT@127.0.0.1:9999#bind`) and Mongrel2's config database |
+//! | ZeroMQ (`runtime`) | `transport/` | [`Connection`] and its builder, restart detection (`link.rs`), [`Device`] with its scheduler and worker protocol; nothing else touches ZeroMQ |
+//! | per-connection state (`runtime`) | `conn_state.rs` | credits, upload slices, disconnects, ownership: flow control in both directions |
+//! | answering (`runtime`) | `request.rs`, `responder.rs`, `response_stream.rs`, `body.rs`, [`upload`] | [`Request`], [`Responder`], [`ResponseStream`], [`Body`], upload checks ([`UploadPolicy`], [`UploadRefusal`]) |
+//! | serving (`runtime`) | `server.rs`, `dispatcher.rs`, `worker.rs` | [`Server`]: one dispatcher thread, N workers, fair dispatch, graceful drain |
+//! | WSGI (`wsgi`) | `wsgi/` | the PEP 3333 bridge over PyO3 and the `m2wsgi` command |
+//!
+//! Errors are one [`Error`] with typed causes ([`ParseError`], [`ConfigError`],
+//! [`UploadRefusal`], ...). With feature `runtime` the `zmq` crate builds libzmq from source
+//! (its `zmq-sys` vendors it): a C++ compiler is needed, no system libzmq. A complete native
+//! handler is in the README and in `examples/hello.rs`.
 //!
 //! ## Decoding a request
 //!
@@ -99,6 +101,13 @@ pub use error::{Error, ParseError, ParseErrorKind, Result};
 #[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
 pub use server::{install_signal_handlers, Server, ShutdownHandle};
 pub use spec::{default_recv_spec, SocketSpec};
+
+/// The `http` crate, whose types ([`http::HeaderMap`], [`http::StatusCode`], ...) this crate's
+/// API speaks, re-exported so that a handler needs no other dependency.
+pub use http;
+
+/// The `bytes` crate, whose [`bytes::Bytes`] holds message bodies without copies, re-exported.
+pub use bytes;
 #[cfg(feature = "runtime")]
 #[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
 pub use transport::{Connection, ConnectionBuilder, Device};

@@ -40,7 +40,7 @@ impl ResponseStream {
     /// `Content-Length` they are cut off and logged.
     ///
     /// # Errors
-    /// [`Error::Closed`] when the client is gone; as [`Responder::send`].
+    /// [`Error::Closed`](crate::Error::Closed) when the client is gone; as [`Responder::send`].
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
         if data.is_empty() {
             return Ok(());
@@ -141,7 +141,7 @@ impl ResponseStream {
     /// close-delimited one.
     ///
     /// # Errors
-    /// [`Error::Socket`] when ZeroMQ fails.
+    /// [`Error::Socket`](crate::Error::Socket) when ZeroMQ fails.
     pub fn abort(mut self) -> Result<()> {
         self.finished = true;
         self.buf.clear();

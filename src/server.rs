@@ -48,7 +48,7 @@ impl ShutdownHandle {
 /// interpreter, say) that might install its own.
 ///
 /// # Errors
-/// [`Error::Io`] when a handler cannot be installed.
+/// [`Error::Io`](crate::Error::Io) when a handler cannot be installed.
 pub fn install_signal_handlers(flag: &Arc<AtomicBool>) -> Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     for sig in [SIGINT, SIGTERM] {
@@ -129,11 +129,11 @@ impl Server {
 
     /// Serves until shutdown, calling `handler` for every message on a worker thread: HTTP
     /// requests, completed uploads, WebSocket handshakes and frames, JSON/XML socket messages,
-    /// and disconnect notices ([`MessageKind::Disconnect`]). A panic in the handler is logged;
+    /// and disconnect notices ([`MessageKind::Disconnect`](crate::MessageKind::Disconnect)). A panic in the handler is logged;
     /// the worker goes on.
     ///
     /// # Errors
-    /// [`Error::Io`] if signal handlers cannot be installed or a thread cannot start.
+    /// [`Error::Io`](crate::Error::Io) if signal handlers cannot be installed or a thread cannot start.
     pub fn serve<F>(self, handler: F) -> Result<()>
     where
         F: Fn(Request) + Send + Sync + 'static,

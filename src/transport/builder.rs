@@ -73,7 +73,7 @@ impl ConnectionBuilder {
         self
     }
 
-    /// Receive requests from a [`Device`] at `endpoint` (its worker socket, such as
+    /// Receive requests from a [`Device`](crate::Device) at `endpoint` (its worker socket, such as
     /// `tcp://127.0.0.1:9997`) instead of pulling from Mongrel2's `send_spec` directly. Replies
     /// still go straight to Mongrel2's `recv_spec`. A [`Server`](crate::Server) works unchanged;
     /// it tells the device how many requests it can start
@@ -116,7 +116,7 @@ impl ConnectionBuilder {
     /// to ZeroMQ's PUB/SUB start-up window; until then [`Connection::recv`] returns `None`.
     ///
     /// # Errors
-    /// [`Error::BadSpec`] for an invalid spec, [`Error::Socket`] when ZeroMQ refuses.
+    /// [`Error::BadSpec`](crate::Error::BadSpec) for an invalid spec, [`Error::Socket`](crate::Error::Socket) when ZeroMQ refuses.
     pub fn connect(self) -> Result<Connection> {
         let send = SocketSpec::parse(&self.send_spec)?;
         let recv = match &self.recv_spec {

@@ -68,7 +68,7 @@ pub(super) struct Inner {
     pub(super) limits: Limits,
 }
 
-/// A handler's link to Mongrel2: PULL from its `send_spec` (or from a [`Device`]), PUB to its
+/// A handler's link to Mongrel2: PULL from its `send_spec` (or from a [`Device`](crate::Device)), PUB to its
 /// `recv_spec`.
 ///
 /// `Connection` is a cheap handle (`Clone`, `Send`, `Sync`): every clone shares the same
@@ -190,7 +190,7 @@ impl Connection {
         &self.inner.recv
     }
 
-    /// The device's worker endpoint, when requests come through a [`Device`].
+    /// The device's worker endpoint, when requests come through a [`Device`](crate::Device).
     pub fn device_spec(&self) -> Option<&SocketSpec> {
         self.inner.device.as_ref()
     }
@@ -205,7 +205,7 @@ impl Connection {
         self.inner.flow_control
     }
 
-    /// Tells a [`Device`] how many more requests this process can start right now (a
+    /// Tells a [`Device`](crate::Device) how many more requests this process can start right now (a
     /// [`Server`](crate::Server) keeps it up to date: idle workers minus queued jobs). Without a
     /// device this does nothing. The default is 1.
     pub fn set_capacity(&self, free: usize) {
@@ -225,8 +225,8 @@ impl Connection {
     /// longer than `timeout`.
     ///
     /// # Errors
-    /// [`Error::Parse`] for a malformed frame (the frame is consumed: call again for the next),
-    /// [`Error::Socket`] when ZeroMQ fails.
+    /// [`Error::Parse`](crate::Error::Parse) for a malformed frame (the frame is consumed: call again for the next),
+    /// [`Error::Socket`](crate::Error::Socket) when ZeroMQ fails.
     pub fn recv(&self, timeout: Duration) -> Result<Option<Message>> {
         match self.recv_frame(timeout)? {
             Some(frame) => Ok(Some(Message::decode_with(frame, &self.inner.limits)?)),
@@ -237,7 +237,7 @@ impl Connection {
     /// Like [`recv`](Connection::recv), without decoding.
     ///
     /// # Errors
-    /// [`Error::Socket`] when ZeroMQ fails.
+    /// [`Error::Socket`](crate::Error::Socket) when ZeroMQ fails.
     pub fn recv_frame(&self, timeout: Duration) -> Result<Option<Bytes>> {
         let deadline = Instant::now() + timeout;
         let mut rx = self.inner.rx.lock();
@@ -460,7 +460,7 @@ impl Connection {
     }
 
     /// Stops taking new requests: disconnects (or unbinds) the request socket so Mongrel2 sends
-    /// the next ones to other handlers (behind a [`Device`]: tells the device, which then sends
+    /// the next ones to other handlers (behind a [`Device`](crate::Device): tells the device, which then sends
     /// only messages for clients this process already serves). Messages already received stay
     /// readable: keep calling [`recv`](Connection::recv) until it returns `None`.
     pub fn stop_receiving(&self) {
@@ -500,13 +500,13 @@ impl Connection {
     /// Sends one raw, already encoded frame to Mongrel2.
     ///
     /// # Errors
-    /// [`Error::Socket`] when ZeroMQ fails.
+    /// [`Error::Socket`](crate::Error::Socket) when ZeroMQ fails.
     pub fn send_frame(&self, frame: Vec<u8>) -> Result<()> {
         self.send_in(None, frame)
     }
 
     /// Sends a frame written for connections of `epoch` (any epoch when `None`): refused with
-    /// [`Error::Closed`] once the epoch has passed, under the same lock that applies a new
+    /// [`Error::Closed`](crate::Error::Closed) once the epoch has passed, under the same lock that applies a new
     /// Mongrel2's subscription, so it can never reach a server that reuses those ids.
     pub(crate) fn send_in(&self, epoch: Option<u64>, frame: Vec<u8>) -> Result<()> {
         let mut pb = self.inner.publ.lock();
@@ -541,7 +541,7 @@ impl Connection {
     /// [`Responder`](crate::Responder) and [`Server`](crate::Server) check that for you.
     ///
     /// # Errors
-    /// [`Error::Socket`] when ZeroMQ fails.
+    /// [`Error::Socket`](crate::Error::Socket) when ZeroMQ fails.
     pub fn reply(&self, conn_id: u64, body: &[u8]) -> Result<()> {
         let mut out = Vec::new();
         encode_reply(&mut out, &self.inner.ident, &[conn_id], body)?;
@@ -552,7 +552,7 @@ impl Connection {
     /// limit needs.
     ///
     /// # Errors
-    /// [`Error::InvalidResponse`] for no ids, [`Error::Socket`] when ZeroMQ fails.
+    /// [`Error::InvalidResponse`](crate::Error::InvalidResponse) for no ids, [`Error::Socket`](crate::Error::Socket) when ZeroMQ fails.
     pub fn deliver(&self, ids: &[u64], body: &[u8]) -> Result<()> {
         for frame in encode_deliver(&self.inner.ident, ids, body)? {
             self.send_frame(frame)?;

@@ -1,4 +1,4 @@
-//! [`Device`]: the ready-based dispatcher between one Mongrel2 handler and several worker
+//! [`Device`](crate::Device): the ready-based dispatcher between one Mongrel2 handler and several worker
 //! processes, and the device's half of the worker protocol.
 
 use super::link::{monitor, read_link_events, RECONNECT_IVL_MS};
@@ -25,7 +25,7 @@ const DEVICE_QUEUE_MAX: usize = 1024;
 /// to a handler that hangs. A device instead PULLs everything from Mongrel2's `send_spec` and
 /// hands each new client connection to the worker process that has a free thread and was served
 /// least recently; the connection then stays with that worker until it closes. Workers connect
-/// with [`ConnectionBuilder::device`] and reply straight to Mongrel2's `recv_spec`.
+/// with [`ConnectionBuilder::device`](crate::ConnectionBuilder::device) and reply straight to Mongrel2's `recv_spec`.
 ///
 /// ```text
 ///   Mongrel2 --PUSH--> [PULL  Device  ROUTER] <--DEALER-- worker 1 --PUB--> Mongrel2
@@ -77,7 +77,7 @@ impl Device {
     /// with no workers takes no requests.
     ///
     /// # Errors
-    /// [`Error::BadSpec`] for an invalid spec, [`Error::Socket`] when ZeroMQ refuses.
+    /// [`Error::BadSpec`](crate::Error::BadSpec) for an invalid spec, [`Error::Socket`](crate::Error::Socket) when ZeroMQ refuses.
     pub fn bind(send_spec: &str, workers: &str) -> Result<Device> {
         let send = SocketSpec::parse(send_spec)?;
         let wspec = SocketSpec::parse(workers)?;
@@ -127,7 +127,7 @@ impl Device {
     /// Routes messages until `stop` is set (checked every 100 ms), then returns.
     ///
     /// # Errors
-    /// [`Error::Socket`] when ZeroMQ fails.
+    /// [`Error::Socket`](crate::Error::Socket) when ZeroMQ fails.
     pub fn run(&self, stop: &AtomicBool) -> Result<()> {
         let (pull, router, mon) = (&self.pull.0, &self.router.0, &self.monitor.0);
         let mut sched = Scheduler::new(WORKER_LIVENESS, STICKY_IDLE);
