@@ -125,7 +125,7 @@ impl ConnState {
                 return Ok(n as usize);
             }
             if Instant::now() >= deadline {
-                log::warn!(
+                tracing::warn!(
                     "connection {}: no download credits for {STALL_TIMEOUT:?}; giving up",
                     self.id
                 );

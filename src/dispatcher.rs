@@ -48,7 +48,7 @@ impl Dispatcher {
         loop {
             if !stopping && stop.load(Ordering::SeqCst) {
                 stopping = true;
-                log::info!("shutting down: no new requests; draining what was received");
+                tracing::info!("shutting down: no new requests; draining what was received");
                 self.conn.stop_receiving();
             }
             let got = self.conn.recv(POLL);
@@ -59,9 +59,11 @@ impl Dispatcher {
                 Ok(Some(msg)) => self.route(msg),
                 Ok(None) if stopping => break,
                 Ok(None) => {}
-                Err(Error::Parse(e)) => log::warn!("skipping malformed message from Mongrel2: {e}"),
+                Err(Error::Parse(e)) => {
+                    tracing::warn!("skipping malformed message from Mongrel2: {e}")
+                }
                 Err(e) => {
-                    log::error!("receiving from Mongrel2: {e}");
+                    tracing::error!("receiving from Mongrel2: {e}");
                     std::thread::sleep(POLL);
                 }
             }
@@ -89,7 +91,7 @@ impl Dispatcher {
             st.notify();
         }
         if n > 0 {
-            log::warn!("{n} client connection(s) of the previous Mongrel2 dropped");
+            tracing::warn!("{n} client connection(s) of the previous Mongrel2 dropped");
         }
     }
 
@@ -137,7 +139,7 @@ impl Dispatcher {
                 if self.conn.upload_policy().upload_dir.is_none() {
                     static ONCE: Once = Once::new();
                     ONCE.call_once(|| {
-                        log::error!(
+                        tracing::error!(
                             "refusing async uploads with 413: no upload directory is set (set \
                              upload_dir on the connection builder, or --upload-dir, to the \
                              directory of Mongrel2's upload.temp_store)"
@@ -152,12 +154,14 @@ impl Dispatcher {
                 // an empty body. A client can send the header itself (with any path and a body):
                 // refuse it here rather than wait for a done message that never comes.
                 if let Err(e) = check_upload(self.conn.upload_policy(), &path, &path) {
-                    log::warn!("connection {id}: upload start refused: {e}; 400");
+                    tracing::warn!("connection {id}: upload start refused: {e}; 400");
                     reject(&self.conn, self.epoch, &msg, StatusCode::BAD_REQUEST);
                     return;
                 }
                 if !msg.body().is_empty() {
-                    log::warn!("connection {id}: upload start with a body (a spoofed header); 400");
+                    tracing::warn!(
+                        "connection {id}: upload start with a body (a spoofed header); 400"
+                    );
                     reject(&self.conn, self.epoch, &msg, StatusCode::BAD_REQUEST);
                     return;
                 }
@@ -172,7 +176,7 @@ impl Dispatcher {
                     return; // refused with 413 at start
                 }
                 if expected.as_ref() != Some(&start) {
-                    log::warn!("connection {id}: {}; 400", UploadRefusal::NoStart);
+                    tracing::warn!("connection {id}: {}; 400", UploadRefusal::NoStart);
                     reject(&self.conn, self.epoch, &msg, StatusCode::BAD_REQUEST);
                     return;
                 }
@@ -185,7 +189,7 @@ impl Dispatcher {
                         },
                     ),
                     Err(e) => {
-                        log::warn!("connection {id}: {e}; 400");
+                        tracing::warn!("connection {id}: {e}; 400");
                         reject(&self.conn, self.epoch, &msg, StatusCode::BAD_REQUEST);
                     }
                 }

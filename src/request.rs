@@ -251,7 +251,7 @@ impl Drop for Request {
         if self.answered || self.responder.is_disconnected() {
             return;
         }
-        log::warn!(
+        tracing::warn!(
             "request on connection {} ({:?} {:?}) dropped unanswered: sending 500",
             self.responder.conn_id(),
             self.msg.method(),

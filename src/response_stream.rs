@@ -51,7 +51,7 @@ impl ResponseStream {
                 let room = n.saturating_sub(self.written);
                 let take = (data.len() as u64).min(room) as usize;
                 if take < data.len() {
-                    log::error!(
+                    tracing::error!(
                         "connection {}: body longer than its Content-Length {n}; extra bytes dropped",
                         self.responder.conn_id()
                     );
@@ -118,7 +118,7 @@ impl ResponseStream {
         match self.framing {
             Framing::Chunked => self.buf.extend_from_slice(LAST_CHUNK),
             Framing::Length(n) if self.written < n => {
-                log::error!(
+                tracing::error!(
                     "connection {}: body of {} bytes is shorter than its Content-Length {n}; closing",
                     self.responder.conn_id(),
                     self.written
@@ -155,7 +155,7 @@ impl ResponseStream {
 impl Drop for ResponseStream {
     fn drop(&mut self) {
         if !self.finished && !self.responder.is_disconnected() {
-            log::warn!(
+            tracing::warn!(
                 "connection {}: response dropped before finish(); closing",
                 self.responder.conn_id()
             );

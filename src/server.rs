@@ -140,8 +140,11 @@ impl Server {
     {
         self.serve_with(move |mut worker: Worker| {
             while let Some(req) = worker.next() {
+                // At debug level every line a handler logs names its connection.
+                let span = tracing::debug_span!("request", conn_id = req.conn_id());
+                let _entered = span.enter();
                 if catch_unwind(AssertUnwindSafe(|| handler(req))).is_err() {
-                    log::error!("handler panicked; worker {} goes on", worker.index());
+                    tracing::error!("handler panicked; worker {} goes on", worker.index());
                 }
             }
         })
@@ -170,7 +173,7 @@ impl Server {
                 .spawn(move || main(worker));
             if let Err(e) = spawned {
                 self.stop.store(true, Ordering::SeqCst);
-                log::error!("cannot start worker {index}: {e}");
+                tracing::error!("cannot start worker {index}: {e}");
             }
         }
         Dispatcher::new(self.conn.clone(), Arc::clone(&shared)).run(&self.stop);
@@ -178,10 +181,12 @@ impl Server {
         shared.close();
         let busy = shared.wait_workers(Instant::now() + self.deadline);
         if busy > 0 {
-            log::warn!("shutdown deadline passed with {busy} worker(s) still busy; leaving them");
+            tracing::warn!(
+                "shutdown deadline passed with {busy} worker(s) still busy; leaving them"
+            );
         }
         self.conn.close_receiving();
-        log::info!("server stopped");
+        tracing::info!("server stopped");
         Ok(())
     }
 }

@@ -107,7 +107,7 @@ impl Drop for UploadFile {
     fn drop(&mut self) {
         if let Err(e) = std::fs::remove_file(&self.path) {
             if e.kind() != std::io::ErrorKind::NotFound {
-                log::warn!("removing upload {}: {e}", self.path.display());
+                tracing::warn!("removing upload {}: {e}", self.path.display());
             }
         }
     }

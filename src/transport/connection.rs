@@ -331,7 +331,7 @@ impl Connection {
                         if !rx.stale {
                             return Ok(Some(Bytes::from_owner(Frame(m))));
                         }
-                        log::debug!("dropping a message from a Mongrel2 that has gone away");
+                        tracing::debug!("dropping a message from a Mongrel2 that has gone away");
                     }
                     Err(zmq::Error::EAGAIN) => {}
                     Err(zmq::Error::EINTR) => return Ok(None),
@@ -362,7 +362,7 @@ impl Connection {
             }
             if rx.waiting_since.elapsed() >= SUBSCRIBE_WARN {
                 rx.waiting_since = Instant::now();
-                log::warn!(
+                tracing::warn!(
                     "Mongrel2 has not subscribed to the reply socket {} yet: is it running, and \
                      is this its recv_spec? Not taking requests until it does.",
                     self.inner.recv
@@ -441,13 +441,13 @@ impl Connection {
                                 }
                                 return Ok(Some(Bytes::from(frame)));
                             }
-                            None => log::warn!(
+                            None => tracing::warn!(
                                 "ignoring a message from the device with an unknown flag"
                             ),
                         }
                     }
                     Ok(parts) => {
-                        log::warn!("ignoring a {}-part message from the device", parts.len())
+                        tracing::warn!("ignoring a {}-part message from the device", parts.len())
                     }
                     Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {}
                     Err(e) => return Err(zerr("recv")(e)),
@@ -486,7 +486,7 @@ impl Connection {
             sock.disconnect(spec.endpoint())
         };
         if let Err(e) = r {
-            log::debug!("disconnecting {}: {e}", spec.endpoint());
+            tracing::debug!("disconnecting {}: {e}", spec.endpoint());
         }
     }
 

@@ -141,7 +141,7 @@ impl Device {
             let ev = read_link_events(mon);
             if ev.disconnected {
                 let dropped = sched.forget_connections();
-                log::warn!(
+                tracing::warn!(
                     "lost the connection to Mongrel2: it restarted or went away; dropped {dropped} \
                      queued message(s) and every connection route, and told the workers"
                 );
@@ -184,12 +184,12 @@ impl Device {
                     match WorkerMsg::parse(body) {
                         Some(WorkerMsg::Ready { free, seen }) => {
                             if sched.live_workers() == 0 {
-                                log::info!("worker connected");
+                                tracing::info!("worker connected");
                             }
                             sched.ready(id, free, seen, now);
                         }
                         Some(WorkerMsg::Bye) => sched.bye(id),
-                        None => log::warn!(
+                        None => tracing::warn!(
                             "ignoring a message from a worker: {:?}",
                             String::from_utf8_lossy(body)
                         ),
@@ -198,7 +198,7 @@ impl Device {
                 if !attached && sched.live_workers() > 0 {
                     attach(pull, &self.send)?;
                     attached = true;
-                    log::info!("taking requests from Mongrel2 at {}", self.send);
+                    tracing::info!("taking requests from Mongrel2 at {}", self.send);
                 }
             }
             if read_m2 && items[1].is_readable() {
@@ -210,11 +210,11 @@ impl Device {
                     // A new server's handshake is reported before its first message.
                     check_link(&mut sched, &mut stale);
                     if stale {
-                        log::debug!("dropping a message from a Mongrel2 that has gone away");
+                        tracing::debug!("dropping a message from a Mongrel2 that has gone away");
                         continue;
                     }
                     let Some((conn, class)) = classify(&frame) else {
-                        log::warn!("dropping a malformed message from Mongrel2");
+                        tracing::warn!("dropping a malformed message from Mongrel2");
                         continue;
                     };
                     if let Route::To { worker, assigned } =
@@ -231,7 +231,7 @@ impl Device {
             if now.duration_since(last_expire) >= Duration::from_millis(500) {
                 last_expire = now;
                 for _ in sched.expire(now) {
-                    log::warn!("a worker went silent; forgetting it and its connections");
+                    tracing::warn!("a worker went silent; forgetting it and its connections");
                 }
             }
         }
@@ -284,7 +284,7 @@ fn forward(
     match sent {
         Ok(()) => Ok(()),
         Err(zmq::Error::EHOSTUNREACH) | Err(zmq::Error::EAGAIN) => {
-            log::warn!("a worker vanished; forgetting it");
+            tracing::warn!("a worker vanished; forgetting it");
             sched.remove(worker);
             if assigned {
                 sched.requeue(conn, frame);

@@ -41,7 +41,7 @@ impl Epoch {
 
     pub(super) fn advance(&self, why: &str) {
         let e = self.0.fetch_add(1, Ordering::SeqCst) + 1;
-        log::warn!(
+        tracing::warn!(
             "{why}: Mongrel2 restarted or reconnected; every client connection from before is \
              treated as gone, and nothing more is sent to them (epoch {e})"
         );
@@ -193,10 +193,10 @@ impl Publisher {
                     return;
                 }
                 if let Err(e) = self.sock.set_subscribe(&topic) {
-                    log::error!("applying Mongrel2's subscription: {e}");
+                    tracing::error!("applying Mongrel2's subscription: {e}");
                 }
                 self.live = true;
-                log::debug!("Mongrel2 subscribed at {}", self.name);
+                tracing::debug!("Mongrel2 subscribed at {}", self.name);
                 continue;
             }
             let Ok(m) = self.sock.recv_bytes(zmq::DONTWAIT) else {
@@ -234,7 +234,7 @@ impl Publisher {
         if since.elapsed() < DEVICE_RESET_WAIT {
             return true;
         }
-        log::warn!(
+        tracing::warn!(
             "the device did not confirm within {DEVICE_RESET_WAIT:?} that it dropped the old \
              Mongrel2's messages; taking the new one anyway"
         );
