@@ -74,6 +74,9 @@ fn main() -> m2wsgi::Result<()> {
                 let ms: u64 = support::query_param(req.query().map(|q| &q[..]), "sleep")
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0);
+                if ms > 0 {
+                    tracing::info!("sleeping {ms} ms before answering");
+                }
                 std::thread::sleep(Duration::from_millis(ms.min(10_000)));
             }
             if let Err(e) = req.reply_http(StatusCode::OK, &headers, b"Hello, world!") {

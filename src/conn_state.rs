@@ -59,6 +59,8 @@ pub(crate) struct ConnInner {
     pub(crate) stream: VecDeque<Bytes>,
     pub(crate) stream_done: bool,
     pub(crate) stream_balance: i64,
+    /// Bytes of an answer went out since the owner took its current message.
+    pub(crate) answering: bool,
     /// Dispatch: a worker owns this connection now; messages that came meanwhile.
     pub(crate) busy: bool,
     pub(crate) pending: VecDeque<Job>,
@@ -108,6 +110,7 @@ impl ConnState {
         if g.disconnected || gone() {
             return Err(Error::Closed);
         }
+        g.answering = true;
         if g.credits.is_none() {
             return Ok(want);
         }
@@ -132,6 +135,31 @@ impl ConnState {
                 return Err(Error::Closed);
             }
             self.cond.wait_for(&mut g, WAIT_STEP);
+        }
+    }
+
+    /// Answers what is still running on this connection when the server gives up waiting
+    /// (the shutdown deadline passed): `503` if nothing was sent yet, else the connection is
+    /// dropped (a truncated body must not look complete). Later writes of the handler fail.
+    pub(crate) fn abandon(&self, conn: &Connection) {
+        let mut g = self.lock();
+        if !g.busy || g.disconnected {
+            return;
+        }
+        let answering = g.answering;
+        g.disconnected = true;
+        drop(g);
+        self.notify();
+        if answering {
+            let _ = conn.ctl_in(self.epoch, self.id, &[Ctl::Cancel]);
+        } else {
+            let out = crate::responder::simple_response(
+                http::Version::HTTP_11,
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                true,
+            );
+            let _ = conn.reply_in(self.epoch, self.id, &out);
+            let _ = conn.reply_in(self.epoch, self.id, b"");
         }
     }
 

@@ -44,6 +44,16 @@ impl Dispatcher {
 
     /// Routes messages until `stop` is set and what was already received is drained.
     pub(crate) fn run(&mut self, stop: &AtomicBool) {
+        self.route_until(stop);
+    }
+
+    /// The connections known when routing stopped (for answering what is still running at the
+    /// shutdown deadline).
+    pub(crate) fn into_states(self) -> Vec<Arc<ConnState>> {
+        self.states.into_values().collect()
+    }
+
+    fn route_until(&mut self, stop: &AtomicBool) {
         let mut stopping = false;
         loop {
             if !stopping && stop.load(Ordering::SeqCst) {

@@ -176,14 +176,20 @@ impl Server {
                 tracing::error!("cannot start worker {index}: {e}");
             }
         }
-        Dispatcher::new(self.conn.clone(), Arc::clone(&shared)).run(&self.stop);
+        let mut dispatcher = Dispatcher::new(self.conn.clone(), Arc::clone(&shared));
+        dispatcher.run(&self.stop);
         // No more input: let workers empty the queue and stop.
         shared.close();
         let busy = shared.wait_workers(Instant::now() + self.deadline);
         if busy > 0 {
             tracing::warn!(
-                "shutdown deadline passed with {busy} worker(s) still busy; leaving them"
+                "shutdown deadline passed with {busy} worker(s) still busy; answering their \
+                 requests 503 (or dropping the connections whose answer had started) and leaving \
+                 them"
             );
+            for st in dispatcher.into_states() {
+                st.abandon(&self.conn);
+            }
         }
         self.conn.close_receiving();
         tracing::info!("server stopped");

@@ -100,6 +100,7 @@ impl Worker {
     }
 
     fn make(&mut self, st: Arc<ConnState>, job: Job) -> Request {
+        st.lock().answering = false;
         self.current = Some(Arc::clone(&st));
         let upload = job.upload.map(UploadFile::new);
         Request::new(job.msg, self.shared.conn.clone(), st, upload)

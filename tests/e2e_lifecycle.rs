@@ -11,18 +11,49 @@ use support::mongrel2::{curl, Handler, Mongrel2};
 use support::process::Proc;
 
 fn hello(m2: &Mongrel2, workers: &str) -> Proc {
-    Proc::example(
-        "hello",
-        &[
-            m2.send_spec("app"),
-            m2.recv_spec("app"),
-            "--send-ident",
-            m2.send_ident("app"),
-            "--workers",
-            workers,
-            "--allow-sleep",
-        ],
-    )
+    hello_with(m2, workers, &[])
+}
+
+fn hello_with(m2: &Mongrel2, workers: &str, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        m2.send_spec("app"),
+        m2.recv_spec("app"),
+        "--send-ident",
+        m2.send_ident("app"),
+        "--workers",
+        workers,
+        "--allow-sleep",
+    ];
+    args.extend_from_slice(extra);
+    Proc::example("hello", &args)
+}
+
+#[test]
+fn a_request_still_running_at_the_shutdown_deadline_is_answered_503() {
+    let m2 = Mongrel2::builder()
+        .handler("/hello", &Handler::tcp("app"))
+        .start();
+    let mut p = hello_with(&m2, "1", &["--shutdown-timeout", "1"]);
+    assert_eq!(curl(&["-s", &m2.url("/hello")]).stdout, b"Hello, world!");
+    let client = background_curl(m2.url("/hello?sleep=8000"));
+    assert!(
+        p.wait_for_log("sleeping 8000 ms", Duration::from_secs(10)),
+        "{}",
+        p.log()
+    );
+    let t = Instant::now();
+    p.signal("TERM");
+    let out = client.join().unwrap();
+    let waited = t.elapsed();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Service Unavailable\n 503",
+        "{}",
+        p.log()
+    );
+    assert!(waited < Duration::from_secs(4), "answered after {waited:?}");
+    let status = p.wait_timeout(Duration::from_secs(10)).expect("exited");
+    assert!(status.success(), "exit status {status}");
 }
 
 fn background_curl(url: String) -> JoinHandle<Output> {
