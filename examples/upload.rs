@@ -47,6 +47,12 @@ struct Args {
     /// Mongrel2's chroot on this host (default /).
     #[arg(long, value_name = "DIR")]
     chroot: Option<PathBuf>,
+    /// A streamed upload that sends nothing for this long gets 408 (default 10000).
+    #[arg(long, value_name = "MS")]
+    stream_idle_ms: Option<u64>,
+    /// The most streamed uploads read at once; more get 503 (default: half the workers).
+    #[arg(long, value_name = "N")]
+    max_streamed_uploads: Option<usize>,
 }
 
 fn main() -> m2wsgi::Result<()> {
@@ -59,7 +65,17 @@ fn main() -> m2wsgi::Result<()> {
     if let Some(dir) = &args.chroot {
         builder = builder.chroot(dir);
     }
-    Server::new(builder.connect()?)
+    if let Some(ms) = args.stream_idle_ms {
+        builder = builder.stream_limits(m2wsgi::StreamLimits {
+            idle: std::time::Duration::from_millis(ms),
+            ..Default::default()
+        });
+    }
+    let mut server = Server::new(builder.connect()?);
+    if let Some(n) = args.max_streamed_uploads {
+        server = server.max_streamed_uploads(n);
+    }
+    server
         .workers(args.handler.workers.unwrap_or(4))
         .handle_signals(true)
         .serve(|req| {
@@ -76,8 +92,13 @@ fn main() -> m2wsgi::Result<()> {
 
 fn answer(req: Request) -> m2wsgi::Result<()> {
     let mut body = req.body_reader()?;
+    tracing::info!(
+        "connection {}: reading a body of {:?} bytes",
+        req.conn_id(),
+        body.len()
+    );
     let mut buf = vec![0u8; 64 * 1024];
-    let (mut size, mut crc) = (0u64, Crc32::new());
+    let (mut size, mut crc) = (0u64, crc32fast::Hasher::new());
     loop {
         let n = body.read(&mut buf)?;
         if n == 0 {
@@ -87,41 +108,6 @@ fn answer(req: Request) -> m2wsgi::Result<()> {
         crc.update(&buf[..n]);
     }
     tracing::info!("connection {}: {size} bytes", req.conn_id());
-    let text = format!("size={size} crc32={:08x}\n", crc.finish());
+    let text = format!("size={size} crc32={:08x}\n", crc.finalize());
     req.reply_http(StatusCode::OK, &HeaderMap::new(), text.as_bytes())
-}
-
-/// CRC-32 (IEEE 802.3, the one in zlib and `python -c 'import zlib; zlib.crc32(...)'`).
-struct Crc32 {
-    table: [u32; 256],
-    value: u32,
-}
-
-impl Crc32 {
-    fn new() -> Self {
-        let mut table = [0u32; 256];
-        for (i, t) in table.iter_mut().enumerate() {
-            let mut c = i as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-            *t = c;
-        }
-        Crc32 { table, value: !0 }
-    }
-
-    fn update(&mut self, data: &[u8]) {
-        for &b in data {
-            self.value =
-                self.table[((self.value ^ u32::from(b)) & 0xff) as usize] ^ (self.value >> 8);
-        }
-    }
-
-    fn finish(&self) -> u32 {
-        !self.value
-    }
 }

@@ -59,6 +59,11 @@ pub(crate) struct ConnInner {
     pub(crate) stream: VecDeque<Bytes>,
     pub(crate) stream_done: bool,
     pub(crate) stream_balance: i64,
+    /// Streamed upload: when it started, when its last slice came, bytes so far (the pace
+    /// [`StreamLimits`](crate::upload::StreamLimits) checks).
+    pub(crate) stream_started: Option<Instant>,
+    pub(crate) stream_last: Option<Instant>,
+    pub(crate) stream_received: u64,
     /// Bytes of an answer went out since the owner took its current message.
     pub(crate) answering: bool,
     /// Dispatch: a worker owns this connection now; messages that came meanwhile.
@@ -164,16 +169,28 @@ impl ConnState {
     }
 
     /// A streamed upload starts (or restarts) on this connection.
-    pub(crate) fn start_upload_stream(&self, done: bool) {
+    pub(crate) fn start_upload_stream(&self, done: bool, first: usize) {
         let mut g = self.lock();
         g.stream.clear();
         g.stream_done = done;
         g.stream_balance = 0;
+        let now = Instant::now();
+        g.stream_started = Some(now);
+        g.stream_last = Some(now);
+        g.stream_received = first as u64;
+    }
+
+    /// Whether a streamed upload is open on this connection and its owner is reading it.
+    pub(crate) fn streaming(&self) -> bool {
+        let g = self.lock();
+        g.busy && g.stream_started.is_some() && !g.stream_done && !g.disconnected
     }
 
     /// A slice of a streamed upload arrived.
     pub(crate) fn push_upload_slice(&self, slice: Bytes, done: bool) {
         let mut g = self.lock();
+        g.stream_received += slice.len() as u64;
+        g.stream_last = Some(Instant::now());
         g.stream.push_back(slice);
         g.stream_done |= done;
         drop(g);
@@ -184,14 +201,15 @@ impl ConnState {
     /// upload credit (through `conn`) whenever the slices granted so far are used up.
     ///
     /// # Errors
-    /// `ConnectionAborted` when the client left, `TimedOut` when no slice came for a minute, or
-    /// the error of sending the credit.
+    /// `ConnectionAborted` when the client left; `TimedOut` when the body is slower than the
+    /// connection's [`StreamLimits`](crate::upload::StreamLimits) allow (the client has then
+    /// been answered `408` and the connection closed); or the error of sending the credit.
     pub(crate) fn next_upload_slice(
         &self,
         conn: &Connection,
         gone: impl Fn() -> bool,
     ) -> io::Result<Option<Bytes>> {
-        let deadline = Instant::now() + STALL_TIMEOUT;
+        let limits = conn.stream_limits();
         let mut g = self.lock();
         loop {
             if let Some(next) = g.stream.pop_front() {
@@ -218,13 +236,38 @@ impl ConnState {
                 g = self.lock();
                 continue;
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            let deadline = limits.deadline(
+                g.stream_started.unwrap_or(now),
+                g.stream_last.unwrap_or(now),
+                g.stream_received,
+            );
+            if now >= deadline {
+                g.disconnected = true;
+                let received = g.stream_received;
+                drop(g);
+                self.notify();
+                tracing::warn!(
+                    "connection {}: streamed upload too slow ({received} bytes; limits {limits:?}); \
+                     408 and closing",
+                    self.id
+                );
+                let out = crate::responder::simple_response(
+                    http::Version::HTTP_11,
+                    http::StatusCode::REQUEST_TIMEOUT,
+                    true,
+                );
+                let _ = conn.reply_in(self.epoch, self.id, &out);
+                let _ = conn.reply_in(self.epoch, self.id, b"");
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    "streamed upload stalled",
+                    "streamed upload too slow",
                 ));
             }
-            self.cond.wait_for(&mut g, WAIT_STEP);
+            self.cond.wait_for(
+                &mut g,
+                WAIT_STEP.min(deadline.saturating_duration_since(now)),
+            );
         }
     }
 }

@@ -26,14 +26,17 @@ pub(crate) struct Dispatcher {
     conn: Connection,
     shared: Arc<Shared>,
     states: HashMap<u64, Arc<ConnState>>,
+    /// The most streamed uploads read at once; more get 503.
+    max_streams: usize,
     /// The connection's epoch the states belong to.
     epoch: u64,
     last_sweep: Instant,
 }
 
 impl Dispatcher {
-    pub(crate) fn new(conn: Connection, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(conn: Connection, shared: Arc<Shared>, max_streams: usize) -> Self {
         Self {
+            max_streams,
             epoch: conn.epoch(),
             conn,
             shared,
@@ -217,11 +220,30 @@ impl Dispatcher {
                     }
                 }
                 if msg.upload_stream().is_some() {
-                    st.start_upload_stream(msg.upload_stream_done());
+                    if !msg.upload_stream_done() && self.open_streams() >= self.max_streams {
+                        tracing::warn!(
+                            "connection {id}: {} streamed uploads are open already (the most \
+                             this server takes at once); 503",
+                            self.max_streams
+                        );
+                        reject(
+                            &self.conn,
+                            self.epoch,
+                            &msg,
+                            StatusCode::SERVICE_UNAVAILABLE,
+                        );
+                        return;
+                    }
+                    st.start_upload_stream(msg.upload_stream_done(), msg.body().len());
                 }
                 self.enqueue(st, Job { msg, upload: None });
             }
         }
+    }
+
+    /// Streamed uploads being read now.
+    fn open_streams(&self) -> usize {
+        self.states.values().filter(|st| st.streaming()).count()
     }
 
     /// Gives the job to the connection's owner, or to the next idle worker when nobody owns

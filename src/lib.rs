@@ -113,7 +113,7 @@ pub use bytes;
 pub use transport::{Connection, ConnectionBuilder, Device};
 #[cfg(feature = "runtime")]
 #[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
-pub use upload::{UploadPolicy, UploadRefusal};
+pub use upload::{StreamLimits, UploadPolicy, UploadRefusal};
 #[cfg(feature = "runtime")]
 #[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
 pub use worker::Worker;

@@ -83,6 +83,7 @@ pub struct Server {
     deadline: Duration,
     stop: Arc<AtomicBool>,
     signals: bool,
+    max_streams: Option<usize>,
 }
 
 impl Server {
@@ -94,12 +95,22 @@ impl Server {
             deadline: Duration::from_secs(30),
             stop: Arc::new(AtomicBool::new(false)),
             signals: false,
+            max_streams: None,
         }
     }
 
     /// Number of worker threads (at least 1).
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n.max(1);
+        self
+    }
+
+    /// The most streamed uploads (`upload.stream=1`) read at once; a new one beyond it is
+    /// answered `503`, so that slow uploads cannot hold every worker. Default: half the workers
+    /// (at least 1). Each one is also bounded in time by the connection's
+    /// [`StreamLimits`](crate::StreamLimits).
+    pub fn max_streamed_uploads(mut self, n: usize) -> Self {
+        self.max_streams = Some(n.max(1));
         self
     }
 
@@ -176,7 +187,8 @@ impl Server {
                 tracing::error!("cannot start worker {index}: {e}");
             }
         }
-        let mut dispatcher = Dispatcher::new(self.conn.clone(), Arc::clone(&shared));
+        let max_streams = self.max_streams.unwrap_or((self.workers / 2).max(1));
+        let mut dispatcher = Dispatcher::new(self.conn.clone(), Arc::clone(&shared), max_streams);
         dispatcher.run(&self.stop);
         // No more input: let workers empty the queue and stop.
         shared.close();

@@ -22,6 +22,46 @@ pub struct UploadPolicy {
     pub chroot: PathBuf,
 }
 
+/// How long a streamed upload (`upload.stream=1`) may take, so that a client that starts one and
+/// stalls, or trickles, cannot hold a worker: a reader waiting for the next slice gives up when
+/// no slice came for `idle`, or when the body has fallen behind `min_rate` bytes per second
+/// (counted after a `grace` period from its first slice). The client then gets `408 Request
+/// Timeout` and the connection is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// The longest wait for one slice. Default 10 s.
+    pub idle: std::time::Duration,
+    /// The slowest average rate accepted, in bytes per second. Default 16 KiB/s.
+    pub min_rate: u64,
+    /// How long a body may take before `min_rate` applies. Default 5 s.
+    pub grace: std::time::Duration,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self {
+            idle: std::time::Duration::from_secs(10),
+            min_rate: 16 * 1024,
+            grace: std::time::Duration::from_secs(5),
+        }
+    }
+}
+
+impl StreamLimits {
+    /// When a body that started at `started`, got its last slice at `last` and has `received`
+    /// bytes so far is too slow.
+    pub(crate) fn deadline(
+        &self,
+        started: std::time::Instant,
+        last: std::time::Instant,
+        received: u64,
+    ) -> std::time::Instant {
+        let paid =
+            std::time::Duration::from_secs_f64(received as f64 / self.min_rate.max(1) as f64);
+        (last + self.idle).min(started + self.grace + paid)
+    }
+}
+
 /// Why an async upload was refused (the client then gets 400, or 413 when uploads are off).
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

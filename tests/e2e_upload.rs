@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use support::mongrel2::{curl, Handler, Mongrel2};
@@ -23,6 +25,10 @@ fn mongrel2(stream: bool) -> Mongrel2 {
 }
 
 fn upload_example(m2: &Mongrel2, upload_dir: bool) -> Proc {
+    upload_example_with(m2, upload_dir, &[])
+}
+
+fn upload_example_with(m2: &Mongrel2, upload_dir: bool, extra: &[&str]) -> Proc {
     let chroot = m2.host_path("/").display().to_string();
     let mut args = vec![
         m2.send_spec("app"),
@@ -35,6 +41,7 @@ fn upload_example(m2: &Mongrel2, upload_dir: bool) -> Proc {
     if upload_dir {
         args.extend(["--upload-dir", "/tmp"]);
     }
+    args.extend_from_slice(extra);
     Proc::example("upload", &args)
 }
 
@@ -223,4 +230,79 @@ fn streamed_upload_is_read_completely_with_credits() {
         );
     }
     assert!(temp_files(&m2).is_empty(), "streamed uploads write no file");
+}
+
+/// Starts a streamed upload of `LIMIT * 4` bytes, sends only its first kilobyte, and returns
+/// the open connection.
+fn stalled_upload(m2: &Mongrel2) -> TcpStream {
+    let mut s = TcpStream::connect(m2.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
+        LIMIT * 4
+    )
+    .unwrap();
+    s.write_all(&[b'x'; 1024]).unwrap();
+    s
+}
+
+fn read_all(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn a_stalled_streamed_upload_gets_408_and_frees_its_worker() {
+    let m2 = mongrel2(true);
+    let up = upload_example_with(
+        &m2,
+        true,
+        &[
+            "--workers",
+            "2",
+            "--stream-idle-ms",
+            "700",
+            "--max-streamed-uploads",
+            "1",
+        ],
+    );
+    let mut first = stalled_upload(&m2);
+    assert!(
+        up.wait_for_log(
+            "reading a body of Some(16384) bytes",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        up.log()
+    );
+    // One stalled upload is the most this server reads at once: a second one is refused at
+    // once, and plain requests are still served by the free worker.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let second = loop {
+        let mut s = stalled_upload(&m2);
+        let text = read_all(&mut s);
+        if text.starts_with("HTTP/1.1 503") || Instant::now() > deadline {
+            break text;
+        }
+    };
+    assert!(second.starts_with("HTTP/1.1 503"), "{second}");
+    let (code, text) = post(&m2, "small", &[]);
+    assert_eq!(code, 200, "{text}");
+    // The stalled one gets 408 once it has sent nothing for the idle limit.
+    let t = Instant::now();
+    let text = read_all(&mut first);
+    assert!(text.starts_with("HTTP/1.1 408 Request Timeout"), "{text}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // And its worker is free again: another streamed upload is read completely.
+    let scratch = m2.chroot().join("client");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let big = pattern(LIMIT * 3, 7);
+    let (code, text) = post(&m2, &write_body(&scratch, "big", &big), &[]);
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(
+        text,
+        format!("size={} crc32={:08x}", big.len(), crc32(&big))
+    );
 }

@@ -6,7 +6,7 @@ use super::socket::{attach, zerr};
 use crate::error::Result;
 use crate::spec::SocketSpec;
 use crate::tnetstring::Limits;
-use crate::upload::UploadPolicy;
+use crate::upload::{StreamLimits, UploadPolicy};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::path::PathBuf;
@@ -29,6 +29,7 @@ pub struct ConnectionBuilder {
     device: Option<String>,
     uploads: UploadPolicy,
     flow_control: bool,
+    stream_limits: StreamLimits,
     limits: Limits,
 }
 
@@ -46,6 +47,7 @@ impl ConnectionBuilder {
                 chroot: PathBuf::from("/"),
             },
             flow_control: false,
+            stream_limits: StreamLimits::default(),
             limits: Limits::default(),
         }
     }
@@ -100,6 +102,13 @@ impl ConnectionBuilder {
     /// `DOWNLOAD_CREDITS` turn flow control on for their connection in any case.
     pub fn flow_control(mut self, on: bool) -> Self {
         self.flow_control = on;
+        self
+    }
+
+    /// How slow a streamed upload (`upload.stream=1`) may be before the client gets 408 and
+    /// the worker is freed (see [`StreamLimits`]).
+    pub fn stream_limits(mut self, limits: StreamLimits) -> Self {
+        self.stream_limits = limits;
         self
     }
 
@@ -214,6 +223,7 @@ impl ConnectionBuilder {
             ident: Bytes::from(reply_as.into_bytes()),
             uploads: self.uploads,
             flow_control: self.flow_control,
+            stream_limits: self.stream_limits,
             limits: self.limits,
         })))
     }

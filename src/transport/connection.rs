@@ -8,7 +8,7 @@ use crate::codec::response::{encode_ctl, encode_deliver, encode_reply, Ctl};
 use crate::error::{Error, Result};
 use crate::spec::SocketSpec;
 use crate::tnetstring::Limits;
-use crate::upload::UploadPolicy;
+use crate::upload::{StreamLimits, UploadPolicy};
 use crate::Message;
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -65,6 +65,7 @@ pub(super) struct Inner {
     pub(super) ident: Bytes,
     pub(super) uploads: UploadPolicy,
     pub(super) flow_control: bool,
+    pub(super) stream_limits: StreamLimits,
     pub(super) limits: Limits,
 }
 
@@ -203,6 +204,11 @@ impl Connection {
     /// Whether the builder declared `download.flow_control=1`.
     pub fn flow_control(&self) -> bool {
         self.inner.flow_control
+    }
+
+    /// How slow a streamed upload may be (see [`ConnectionBuilder::stream_limits`]).
+    pub fn stream_limits(&self) -> StreamLimits {
+        self.inner.stream_limits
     }
 
     /// Tells a [`Device`](crate::Device) how many more requests this process can start right now (a
