@@ -6,7 +6,7 @@ use crate::conn_state::{ConnState, Job, MAX_CREDITS};
 use crate::error::Error;
 use crate::responder::reject;
 use crate::transport::Connection;
-use crate::upload::{check_upload, UploadRefusal};
+use crate::upload::{check_upload, UploadFile, UploadRefusal};
 use crate::worker::Shared;
 use crate::{Message, MessageKind};
 use http::StatusCode;
@@ -167,7 +167,10 @@ impl Dispatcher {
                 // an empty body. A client can send the header itself (with any path and a body):
                 // refuse it here rather than wait for a done message that never comes.
                 if let Err(e) = check_upload(self.conn.upload_policy(), &path, &path) {
-                    tracing::warn!("connection {id}: upload start refused: {e}; 400");
+                    tracing::warn!(
+                        "connection {id}: upload start refused: {e}: {}; 400",
+                        self.conn.upload_policy().explain(&path)
+                    );
                     reject(&self.conn, self.epoch, &msg, StatusCode::BAD_REQUEST);
                     return;
                 }
@@ -189,8 +192,16 @@ impl Dispatcher {
                     return; // refused with 413 at start
                 }
                 if expected.as_ref() != Some(&start) {
-                    tracing::warn!("connection {id}: {}; 400", UploadRefusal::NoStart);
+                    tracing::warn!(
+                        "connection {id}: {} (done names {:?}); 400",
+                        UploadRefusal::NoStart,
+                        String::from_utf8_lossy(&start)
+                    );
                     reject(&self.conn, self.epoch, &msg, StatusCode::BAD_REQUEST);
+                    // The start that did come was verified: its file is Mongrel2's, not needed.
+                    if let Some(verified) = expected {
+                        self.remove_verified(&verified);
+                    }
                     return;
                 }
                 match check_upload(self.conn.upload_policy(), &start, &done) {
@@ -202,8 +213,12 @@ impl Dispatcher {
                         },
                     ),
                     Err(e) => {
-                        tracing::warn!("connection {id}: {e}; 400");
+                        tracing::warn!(
+                            "connection {id}: upload refused: {e}: {}; 400",
+                            self.conn.upload_policy().explain(&done)
+                        );
                         reject(&self.conn, self.epoch, &msg, StatusCode::BAD_REQUEST);
+                        self.remove_verified(&start);
                     }
                 }
             }
@@ -238,6 +253,14 @@ impl Dispatcher {
                 }
                 self.enqueue(st, Job { msg, upload: None });
             }
+        }
+    }
+
+    /// Deletes the temp file of an upload whose start message was verified (so the file is
+    /// Mongrel2's) but that is refused after all.
+    fn remove_verified(&self, start: &[u8]) {
+        if let Ok(path) = check_upload(self.conn.upload_policy(), start, start) {
+            drop(UploadFile::new(path));
         }
     }
 

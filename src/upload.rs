@@ -22,6 +22,64 @@ pub struct UploadPolicy {
     pub chroot: PathBuf,
 }
 
+impl UploadPolicy {
+    /// Where an upload path Mongrel2 sent is on this host.
+    pub fn host_path(&self, reported: &Path) -> PathBuf {
+        self.chroot
+            .join(reported.strip_prefix("/").unwrap_or(reported))
+    }
+
+    /// Says in one line at start whether async uploads can work: the upload directory must
+    /// exist on this host under the chroot.
+    pub(crate) fn check_at_start(&self) {
+        let Some(dir) = &self.upload_dir else {
+            return;
+        };
+        if dir.is_relative() {
+            tracing::warn!(
+                "upload directory {} is relative: Mongrel2 resolves upload.temp_store inside its \
+                 chroot, so give it as Mongrel2 sees it, absolute (for example /tmp)",
+                dir.display()
+            );
+        }
+        let host = self.host_path(dir);
+        if host.is_dir() {
+            tracing::info!(
+                "async uploads: Mongrel2's {} is {} on this host",
+                dir.display(),
+                host.display()
+            );
+        } else {
+            tracing::warn!(
+                "async uploads will be refused: Mongrel2's upload directory {} is {} on this \
+                 host, which is not a directory; pass Mongrel2's chroot on this host (--chroot, \
+                 ConnectionBuilder::chroot; now {}) and the directory of its upload.temp_store \
+                 as Mongrel2 sees it (--upload-dir, ConnectionBuilder::upload_dir)",
+                dir.display(),
+                host.display(),
+                self.chroot.display()
+            );
+        }
+    }
+
+    /// A log-ready explanation of a refused upload path: what Mongrel2 sent, what was looked at
+    /// here, and what would fix it if it is a genuine upload.
+    pub(crate) fn explain(&self, reported: &[u8]) -> String {
+        let path = Path::new(std::ffi::OsStr::from_bytes(reported));
+        format!(
+            "Mongrel2 sent {:?}, looked at {} on this host (upload directory {}, chroot {}); if \
+             this is Mongrel2's own temp file, set --upload-dir to the directory of its \
+             upload.temp_store as Mongrel2 sees it and --chroot to its chroot on this host",
+            String::from_utf8_lossy(reported),
+            self.host_path(path).display(),
+            self.upload_dir
+                .as_deref()
+                .map_or_else(|| "none".into(), |d| d.display().to_string()),
+            self.chroot.display()
+        )
+    }
+}
+
 /// How long a streamed upload (`upload.stream=1`) may take, so that a client that starts one and
 /// stalls, or trickles, cannot hold a worker: a reader waiting for the next slice gives up when
 /// no slice came for `idle`, or when the body has fallen behind `min_rate` bytes per second

@@ -1,6 +1,6 @@
 //! [`ConnectionBuilder`]: the options of a [`Connection`] and the sockets it opens.
 
-use super::connection::{Connection, Inner, Rx};
+use super::connection::{Connection, Inner, Rx, SUBSCRIBE_FIRST_WARN};
 use super::link::{monitor, set_xpub_manual, Epoch, Publisher, RECONNECT_IVL_MS};
 use super::socket::{attach, zerr};
 use crate::error::Result;
@@ -127,6 +127,7 @@ impl ConnectionBuilder {
     /// # Errors
     /// [`Error::BadSpec`](crate::Error::BadSpec) for an invalid spec, [`Error::Socket`](crate::Error::Socket) when ZeroMQ refuses.
     pub fn connect(self) -> Result<Connection> {
+        self.uploads.check_at_start();
         let send = SocketSpec::parse(&self.send_spec)?;
         let recv = match &self.recv_spec {
             Some(s) => SocketSpec::parse(s)?,
@@ -211,7 +212,7 @@ impl ConnectionBuilder {
                 wake: wake_rx,
                 announced: None,
                 seen: 0,
-                waiting_since: Instant::now(),
+                next_warn: Instant::now() + SUBSCRIBE_FIRST_WARN,
             }),
             publ: Mutex::new(Publisher::new(publ, device.is_some(), recv.to_string())),
             epoch: Epoch::default(),

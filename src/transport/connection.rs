@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 /// How often a worker behind a device repeats its `READY` (the device's liveness signal).
 const HEARTBEAT: Duration = Duration::from_millis(500);
-/// Log a warning this often while Mongrel2 has not subscribed to the reply socket.
+/// Warn this soon after connecting when Mongrel2 has not subscribed to the reply socket yet,
+/// then this often.
+pub(super) const SUBSCRIBE_FIRST_WARN: Duration = Duration::from_secs(1);
 const SUBSCRIBE_WARN: Duration = Duration::from_secs(10);
 /// The longest a receive wait goes without looking at the reply socket's subscriptions and the
 /// request socket's connection events.
@@ -48,7 +50,8 @@ pub(super) struct Rx {
     pub(super) announced: Option<(usize, u64, Instant)>,
     /// Device mode: assigned messages received so far.
     pub(super) seen: u64,
-    pub(super) waiting_since: Instant,
+    /// When to warn next that Mongrel2 has not subscribed yet.
+    pub(super) next_warn: Instant,
 }
 
 pub(super) struct Inner {
@@ -366,12 +369,13 @@ impl Connection {
                     return Ok(true);
                 }
             }
-            if rx.waiting_since.elapsed() >= SUBSCRIBE_WARN {
-                rx.waiting_since = Instant::now();
+            if Instant::now() >= rx.next_warn {
+                rx.next_warn = Instant::now() + SUBSCRIBE_WARN;
                 tracing::warn!(
                     "Mongrel2 has not subscribed to the reply socket {} yet: is it running, and \
-                     is this its recv_spec? Not taking requests until it does.",
-                    self.inner.recv
+                     is this its recv_spec? Not taking requests from {} until it does.",
+                    self.inner.recv,
+                    self.inner.device.as_ref().unwrap_or(&self.inner.send)
                 );
             }
             if Instant::now() >= deadline {
