@@ -151,6 +151,10 @@ pub enum Error {
     /// A response could not be built (an invalid header, too many targets, an id list that is empty).
     #[error("invalid response: {0}")]
     InvalidResponse(String),
+    /// A codec encoder refused its arguments (no connection ids, too many, a bad sender, an
+    /// empty `X ctl` message): see [`crate::codec::EncodeError`].
+    #[error("cannot encode the message: {0}")]
+    Encode(#[from] crate::codec::EncodeError),
     /// An async upload was refused (path outside the upload directory, start and done differ, ...).
     #[error("upload rejected: {0}")]
     Upload(String),

@@ -11,10 +11,12 @@
 //! | [`request`] | the original path of the three types above, re-exported |
 //! | [`response`] | replies to one or many connections, close and `X ctl` messages, HTTP/1.x response heads, chunked framing |
 //! | [`websocket`] | server frames, close payloads, a frame decoder for tests and tools |
+//! | `error.rs` | [`EncodeError`], what the encoders refuse |
 //!
 //! The modules depend one way only: `raw` → `headers`; `message` → `raw`, `headers`, `kind`;
 //! `kind` → `websocket`; nothing imports `message`.
 
+mod error;
 pub mod headers;
 mod kind;
 mod message;
@@ -23,6 +25,7 @@ pub mod request;
 pub mod response;
 pub mod websocket;
 
+pub use error::EncodeError;
 pub use headers::{HeaderIter, HeaderProtocol, RawHeaders, TryHeaderIter};
 pub use kind::MessageKind;
 pub use message::Message;
