@@ -348,17 +348,9 @@ impl Message {
         // One pass over the headers, checking them as it goes. A bad Mongrel2 field is reported
         // only once the whole frame is known to be well-formed, so that `Message::decode` fails
         // with the same error as `RawMessage::decode` wherever that one fails.
-        match parts.headers.protocol() {
-            HeaderProtocol::Tnetstring => parts
-                .headers
-                .walk_tnet(limits, |k, v| b.pair(Cow::Borrowed(k), Cow::Borrowed(v)))?,
-            HeaderProtocol::Json => {
-                let mut it = parts.headers.iter();
-                while let Some(item) = it.next_pair() {
-                    let (k, v) = item?;
-                    b.pair(k, v);
-                }
-            }
+        for item in parts.headers.try_iter() {
+            let (k, v) = item?;
+            b.pair(k, v);
         }
         let (body, _) = parts.body?;
         if let Some(e) = b.bad_field {
