@@ -1,7 +1,7 @@
 //! Every captured frame in `tests/data/*.bin` decodes to what its scenario's `.txt` says.
 //!
-//! The `.txt` files were written by the capture handler (`shared/PROTOCOL.md` section 9). For each
-//! message a handler received they hold the frame's Python repr and, parsed by the capture tool,
+//! The `.txt` files were written by the capture handler, one per scenario run against a real
+//! Mongrel2 1.12. For each message a handler received they hold the frame's Python repr and, parsed by the capture tool,
 //! the sender, connection id, PATH, the headers as a Python dict (bytes for tnetstring handlers,
 //! str for JSON ones; a repeated header is a list) and the body. `control.txt` holds the
 //! control-port replies (`control_*.bin`): tnetstring dicts, not handler messages.
@@ -250,7 +250,7 @@ fn expectations() -> Vec<Expected> {
     out
 }
 
-/// The kind a message with these headers should have (`shared/PROTOCOL.md` sections 2.3-2.10).
+/// The kind a message with these headers should have (Mongrel2 1.12's upper-case keys and `@*` notices).
 fn expected_kind(e: &Expected) -> MessageKind {
     let h = |k: &str| e.headers.get(k.as_bytes()).map(|v| v[0].clone());
     let num = |k: &str| h(k).map(|v| String::from_utf8(v).unwrap().parse::<u64>().unwrap());

@@ -115,7 +115,7 @@ pub fn encode_close(out: &mut Vec<u8>, sender: &[u8], ids: &[u64]) -> Result<(),
     encode_reply(out, sender, ids, b"")
 }
 
-/// One instruction in an extended `X ctl` message (`shared/PROTOCOL.md` 4.2).
+/// One instruction in an extended `X ctl` message (`LEN:X ID ..., [3:ctl, {args}]`).
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ctl {
