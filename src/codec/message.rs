@@ -305,7 +305,7 @@ impl Message {
     /// is a slice of `frame` (except JSON header values that had to be unescaped).
     ///
     /// # Errors
-    /// As [`RawMessage::decode`], plus [`BadField`](crate::ParseErrorKind::BadField) for an
+    /// As [`RawMessage::decode`](super::RawMessage::decode), plus [`BadField`](crate::ParseErrorKind::BadField) for an
     /// invalid `FLAGS`, `UPLOAD_STREAM` or `DOWNLOAD_CREDITS` value.
     pub fn decode(frame: Bytes) -> Result<Self, ParseError> {
         Self::decode_with(frame, &Limits::default())
