@@ -8,8 +8,7 @@ use crate::tnetstring::{split, Limits};
 /// A Mongrel2 message decoded in place: every field borrows from the frame.
 ///
 /// This is the zero-copy form, good for routing and filtering; [`Message`](super::Message) is
-/// the owned form
-/// with an [`http::HeaderMap`].
+/// the owned form with an [`http::HeaderMap`].
 ///
 /// ```
 /// use m2wsgi::RawMessage;
