@@ -150,9 +150,10 @@ pub enum Error {
     #[cfg_attr(docsrs, doc(cfg(feature = "config-db")))]
     #[error("mongrel2 config: {0}")]
     Config(Box<crate::config::ConfigError>),
-    /// A response could not be built (an invalid header, too many targets, an id list that is empty).
-    #[error("invalid response: {0}")]
-    InvalidResponse(String),
+    /// A codec encoder refused its arguments (no connection ids, too many, a bad sender, an
+    /// empty `X ctl` message): see [`crate::codec::EncodeError`].
+    #[error("cannot encode the message: {0}")]
+    Encode(#[from] crate::codec::EncodeError),
     /// An async upload was refused (path outside the upload directory, start and done differ, ...).
     #[cfg(feature = "runtime")]
     #[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]

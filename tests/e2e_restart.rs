@@ -67,13 +67,21 @@ fn new_client(addr: SocketAddr, go: Arc<AtomicBool>) -> Result<Vec<u8>, String> 
     };
     s.write_all(b"GET /stream?bytes=10 HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .map_err(|e| e.to_string())?;
-    // Read until the connection has been quiet for 1.5 s (or closes): the answer, and then
-    // whatever else arrives for this connection id.
-    s.set_read_timeout(Some(Duration::from_millis(1500)))
-        .unwrap();
+    // Wait (up to the deadline) for the answer, then read until the connection has been quiet
+    // for 1.5 s (or closes): whatever else arrives for this connection id.
+    s.set_read_timeout(Some(T)).unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
+    let answered = |got: &[u8]| {
+        got.windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .is_some_and(|end| got.len() >= end + 4 + 10)
+    };
     while Instant::now() < deadline {
+        if answered(&got) {
+            s.set_read_timeout(Some(Duration::from_millis(1500)))
+                .unwrap();
+        }
         match s.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => got.extend_from_slice(&buf[..n]),

@@ -5,10 +5,15 @@
 //! To add a crasher: fix the bug, then copy `fuzz/artifacts/<target>/crash-...` to
 //! `tests/data/fuzz/<target>-<what-it-was>`.
 
-#[allow(dead_code, unreachable_pub, missing_docs)]
+#[allow(dead_code, unreachable_pub, missing_docs, unused_imports)]
 #[path = "../fuzz/src/lib.rs"]
 mod checks;
 
+use arbitrary::{Arbitrary, Unstructured};
+use checks::roundtrip::{Id, Tree};
+use checks::Roundtrip;
+use m2wsgi::codec::response::MAX_TARGETS;
+use m2wsgi::tnetstring::Value;
 use m2wsgi::{Message, ParseErrorKind, RawMessage};
 use std::path::Path;
 
@@ -54,6 +59,49 @@ fn replay_committed_corpus() {
         per_target.iter().all(|&n| n > 0),
         "seeds per target: {per_target:?}"
     );
+}
+
+#[test]
+fn roundtrip_seeds_are_the_inputs_they_are_named_for() {
+    // The `roundtrip` target reads its input with the `arbitrary` crate: each seed must still
+    // make the case its name says, or the corpus would quietly stop covering it.
+    let mut seen = 0;
+    for (name, data) in corpus() {
+        let Some(what) = name.strip_prefix("roundtrip-") else {
+            continue;
+        };
+        let input = Roundtrip::arbitrary_take_rest(Unstructured::new(&data))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let ok = match (what, &input) {
+            // More ids than one message takes, some of them arbitrary, and every kind of ctl.
+            ("deliver", Roundtrip::Responses(r)) => {
+                r.ids.len() > MAX_TARGETS
+                    && r.ids.iter().any(|i| matches!(i, Id::Any(_)))
+                    && r.ctls.len() == 3
+                    && !r.body.is_empty()
+            }
+            // Headers with a list, escapes and a body, in the protocol the name says.
+            ("frame-json", Roundtrip::Frame { json: true, frame })
+            | ("frame-tnet", Roundtrip::Frame { json: false, frame }) => {
+                frame.mongrel2_path
+                    && frame.headers.iter().any(|h| h.list && h.values.len() > 1)
+                    && frame
+                        .headers
+                        .iter()
+                        .flat_map(|h| &h.values)
+                        .any(|v| v.contains(&b'"') || v.contains(&b'\\'))
+                    && !frame.body.is_empty()
+            }
+            // A dictionary holding a list of every scalar kind and an empty dictionary.
+            ("value", Roundtrip::Value(Tree(Value::Dict(items)))) => {
+                matches!(items.first(), Some((_, Value::List(l))) if l.len() == 5)
+            }
+            _ => false,
+        };
+        assert!(ok, "{name} decodes to {input:?}");
+        seen += 1;
+    }
+    assert_eq!(seen, 4);
 }
 
 #[test]

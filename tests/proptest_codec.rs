@@ -3,7 +3,7 @@
 //!
 //! The checks are the fuzz targets' own (`fuzz/src/lib.rs`), fed by proptest strategies here.
 
-#[allow(dead_code, unreachable_pub, missing_docs)]
+#[allow(dead_code, unreachable_pub, missing_docs, unused_imports)]
 #[path = "../fuzz/src/lib.rs"]
 mod checks;
 

@@ -66,54 +66,7 @@ impl<'a> RawHeaders<'a> {
     /// [`MissingValue`](crate::ParseErrorKind::MissingValue),
     /// [`BadHeaderValue`](crate::ParseErrorKind::BadHeaderValue), a length or tag error, ...
     pub fn validate(&self) -> Result<(), ParseError> {
-        match self.protocol {
-            HeaderProtocol::Tnetstring => self.walk_tnet(&self.limits, |_, _| {}),
-            HeaderProtocol::Json => self.try_iter().try_for_each(|item| item.map(drop)),
-        }
-    }
-
-    /// Walks a tnetstring dictionary once, calling `f` for every `(name, value)` pair in wire
-    /// order, with the same checks and errors as [`HeaderIter::next_pair`] but without an
-    /// iterator's state. Pairs before an error have been passed to `f`.
-    #[inline]
-    pub(crate) fn walk_tnet(
-        &self,
-        limits: &Limits,
-        mut f: impl FnMut(&'a [u8], &'a [u8]),
-    ) -> Result<(), ParseError> {
-        let p = self.payload;
-        let at = self.at;
-        let mut pos = 0;
-        while pos < p.len() {
-            let key = split(&p[pos..], limits).map_err(|e| e.shift(at + pos))?;
-            if key.tag != b',' {
-                return Err(ParseError::new(K::KeyNotString, at + pos));
-            }
-            let vpos = pos + key.len;
-            if vpos >= p.len() {
-                return Err(ParseError::new(K::MissingValue, at + vpos));
-            }
-            let val = split(&p[vpos..], limits).map_err(|e| e.shift(at + vpos))?;
-            match val.tag {
-                b',' => f(key.payload, val.payload),
-                b']' => {
-                    let lat = vpos + val.payload_at;
-                    let mut lpos = 0;
-                    while lpos < val.payload.len() {
-                        let el = split(&val.payload[lpos..], limits)
-                            .map_err(|e| e.shift(at + lat + lpos))?;
-                        if el.tag != b',' {
-                            return Err(ParseError::new(K::BadHeaderValue, at + lat + lpos));
-                        }
-                        f(key.payload, el.payload);
-                        lpos += el.len;
-                    }
-                }
-                _ => return Err(ParseError::new(K::BadHeaderValue, at + vpos)),
-            }
-            pos = vpos + val.len;
-        }
-        Ok(())
+        self.try_iter().try_for_each(|item| item.map(drop))
     }
 
     /// Iterates `(name, value)` pairs, one per value, in wire order, checking each entry as it
@@ -216,7 +169,7 @@ impl<'a> HeaderIter<'a> {
 
     /// The next pair, or the first structural error (after which it returns `None`).
     #[inline]
-    pub(crate) fn next_pair(&mut self) -> Option<Result<Pair<'a>, ParseError>> {
+    fn next_pair(&mut self) -> Option<Result<Pair<'a>, ParseError>> {
         if self.done {
             return None;
         }
@@ -226,9 +179,9 @@ impl<'a> HeaderIter<'a> {
         }
     }
 
-    /// The next pair of a tnetstring dictionary, with the checks and errors of
-    /// [`RawHeaders::walk_tnet`]. A loop, not recursion: a run of empty lists
-    /// (`1:a,0:]1:a,0:]...`) must not grow the stack with the input.
+    /// The next pair of a tnetstring dictionary: a key that is a string, then a string value or
+    /// a list of strings (expanded one pair per element). A loop, not recursion: a run of empty
+    /// lists (`1:a,0:]1:a,0:]...`) must not grow the stack with the input.
     #[inline]
     fn next_tnet(&mut self) -> Option<Result<Pair<'a>, ParseError>> {
         let limits = &self.h.limits;

@@ -1,7 +1,7 @@
 //! Messages from a handler to Mongrel2 (`UUID SP LEN:IDS, SP BODY`), and the HTTP/1.x bytes a
 //! handler puts in their bodies: response heads, chunked framing.
 
-use crate::error::{Error, Result};
+use super::error::EncodeError;
 use crate::tnetstring::{write_decimal, write_integer, write_len_prefix, write_string};
 use http::header::{HeaderMap, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{StatusCode, Version};
@@ -28,24 +28,19 @@ fn ids_len(ids: &[u64]) -> usize {
         + ids.len().saturating_sub(1)
 }
 
-fn check_ids(ids: &[u64]) -> Result<()> {
+fn check_ids(ids: &[u64]) -> Result<(), EncodeError> {
     if ids.is_empty() {
-        return Err(Error::InvalidResponse("no connection ids".into()));
+        return Err(EncodeError::NoTargets);
     }
     if ids.len() > MAX_TARGETS {
-        return Err(Error::InvalidResponse(format!(
-            "{} connection ids in one message; Mongrel2 takes at most {MAX_TARGETS}",
-            ids.len()
-        )));
+        return Err(EncodeError::TooManyTargets { count: ids.len() });
     }
     Ok(())
 }
 
-fn check_sender(sender: &[u8]) -> Result<()> {
+fn check_sender(sender: &[u8]) -> Result<(), EncodeError> {
     if sender.is_empty() || sender.iter().any(|b| *b == b' ' || b.is_ascii_control()) {
-        return Err(Error::InvalidResponse(
-            "sender must be a non-empty id without spaces".into(),
-        ));
+        return Err(EncodeError::BadSender);
     }
     Ok(())
 }
@@ -53,8 +48,13 @@ fn check_sender(sender: &[u8]) -> Result<()> {
 /// Appends `UUID SP LEN:ID ID ..., SP` (everything before the body) to `out`.
 ///
 /// # Errors
-/// [`Error::InvalidResponse`] for no ids, more than [`MAX_TARGETS`], or a bad sender.
-pub fn encode_reply_prefix(out: &mut Vec<u8>, sender: &[u8], ids: &[u64]) -> Result<()> {
+/// [`EncodeError::NoTargets`] for no ids, [`EncodeError::TooManyTargets`] for more than
+/// [`MAX_TARGETS`], [`EncodeError::BadSender`] for a bad sender.
+pub fn encode_reply_prefix(
+    out: &mut Vec<u8>,
+    sender: &[u8],
+    ids: &[u64],
+) -> Result<(), EncodeError> {
     check_sender(sender)?;
     check_ids(ids)?;
     out.extend_from_slice(sender);
@@ -75,7 +75,12 @@ pub fn encode_reply_prefix(out: &mut Vec<u8>, sender: &[u8], ids: &[u64]) -> Res
 ///
 /// # Errors
 /// As [`encode_reply_prefix`].
-pub fn encode_reply(out: &mut Vec<u8>, sender: &[u8], ids: &[u64], body: &[u8]) -> Result<()> {
+pub fn encode_reply(
+    out: &mut Vec<u8>,
+    sender: &[u8],
+    ids: &[u64],
+    body: &[u8],
+) -> Result<(), EncodeError> {
     out.reserve(sender.len() + 16 + ids.len() * 8 + body.len());
     encode_reply_prefix(out, sender, ids)?;
     out.extend_from_slice(body);
@@ -86,8 +91,12 @@ pub fn encode_reply(out: &mut Vec<u8>, sender: &[u8], ids: &[u64], body: &[u8]) 
 /// [`MAX_TARGETS`] ids.
 ///
 /// # Errors
-/// [`Error::InvalidResponse`] for no ids or a bad sender.
-pub fn encode_deliver(sender: &[u8], ids: &[u64], body: &[u8]) -> Result<Vec<Vec<u8>>> {
+/// [`EncodeError::NoTargets`] for no ids, [`EncodeError::BadSender`] for a bad sender.
+pub fn encode_deliver(
+    sender: &[u8],
+    ids: &[u64],
+    body: &[u8],
+) -> Result<Vec<Vec<u8>>, EncodeError> {
     check_ids(ids.get(..1).unwrap_or(&[]))?;
     ids.chunks(MAX_TARGETS)
         .map(|chunk| {
@@ -102,11 +111,11 @@ pub fn encode_deliver(sender: &[u8], ids: &[u64], body: &[u8]) -> Result<Vec<Vec
 ///
 /// # Errors
 /// As [`encode_reply_prefix`].
-pub fn encode_close(out: &mut Vec<u8>, sender: &[u8], ids: &[u64]) -> Result<()> {
+pub fn encode_close(out: &mut Vec<u8>, sender: &[u8], ids: &[u64]) -> Result<(), EncodeError> {
     encode_reply(out, sender, ids, b"")
 }
 
-/// One instruction in an extended `X ctl` message (`shared/PROTOCOL.md` 4.2).
+/// One instruction in an extended `X ctl` message (`LEN:X ID ..., [3:ctl, {args}]`).
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ctl {
@@ -121,14 +130,17 @@ pub enum Ctl {
 /// Appends `UUID SP LEN:X ID ..., SP [3:ctl, {args}]`.
 ///
 /// # Errors
-/// As [`encode_reply_prefix`], and for an empty `ctls`.
-pub fn encode_ctl(out: &mut Vec<u8>, sender: &[u8], ids: &[u64], ctls: &[Ctl]) -> Result<()> {
+/// As [`encode_reply_prefix`], and [`EncodeError::NoCtl`] for an empty `ctls`.
+pub fn encode_ctl(
+    out: &mut Vec<u8>,
+    sender: &[u8],
+    ids: &[u64],
+    ctls: &[Ctl],
+) -> Result<(), EncodeError> {
     check_sender(sender)?;
     check_ids(ids)?;
     if ctls.is_empty() {
-        return Err(Error::InvalidResponse(
-            "an X ctl message needs a key".into(),
-        ));
+        return Err(EncodeError::NoCtl);
     }
     out.extend_from_slice(sender);
     out.push(b' ');
@@ -299,11 +311,24 @@ mod tests {
         let ids: Vec<u64> = (1..=300).collect();
         let msgs = encode_deliver(U, &ids, b"x").unwrap();
         assert_eq!(msgs.len(), 3);
-        assert!(encode_deliver(U, &[], b"x").is_err());
+        assert_eq!(encode_deliver(U, &[], b"x"), Err(EncodeError::NoTargets));
         let mut o = Vec::new();
-        assert!(encode_reply(&mut o, U, &ids[..129], b"x").is_err());
+        assert_eq!(
+            encode_reply(&mut o, U, &ids[..129], b"x"),
+            Err(EncodeError::TooManyTargets { count: 129 })
+        );
+        assert!(o.is_empty(), "nothing is written on an error");
         assert!(encode_reply(&mut o, U, &ids[..128], b"x").is_ok());
-        assert!(encode_reply(&mut o, b"has space", &[1], b"x").is_err());
+        assert_eq!(
+            encode_reply(&mut o, b"has space", &[1], b"x"),
+            Err(EncodeError::BadSender)
+        );
+        assert_eq!(encode_close(&mut o, b"", &[1]), Err(EncodeError::BadSender));
+        assert_eq!(encode_ctl(&mut o, U, &[1], &[]), Err(EncodeError::NoCtl));
+        assert_eq!(
+            encode_ctl(&mut o, U, &[], &[Ctl::Cancel]),
+            Err(EncodeError::NoTargets)
+        );
     }
 
     #[test]

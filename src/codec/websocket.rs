@@ -199,7 +199,7 @@ mod tests {
 
     #[test]
     fn observed_server_frames() {
-        // shared/PROTOCOL.md 2.9: the client got `\x81\x0cfrom handler\x89\x07srvping`.
+        // Observed against Mongrel2 1.12: the client got `\x81\x0cfrom handler\x89\x07srvping`.
         let mut out = Vec::new();
         encode_frame(&mut out, Opcode::Text, b"from handler");
         encode_frame(&mut out, Opcode::Ping, b"srvping");

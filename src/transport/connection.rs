@@ -562,7 +562,7 @@ impl Connection {
     /// limit needs.
     ///
     /// # Errors
-    /// [`Error::InvalidResponse`](crate::Error::InvalidResponse) for no ids, [`Error::Socket`](crate::Error::Socket) when ZeroMQ fails.
+    /// [`Error::Encode`](crate::Error::Encode) for no ids, [`Error::Socket`](crate::Error::Socket) when ZeroMQ fails.
     pub fn deliver(&self, ids: &[u64], body: &[u8]) -> Result<()> {
         for frame in encode_deliver(&self.inner.ident, ids, body)? {
             self.send_frame(frame)?;

@@ -335,7 +335,7 @@ pub(crate) fn server_name_port(host: Option<&[u8]>, https: bool) -> (&[u8], &[u8
     let colon = host.iter().rposition(|&b| b == b':');
     let bracket = host.iter().rposition(|&b| b == b']');
     match colon {
-        Some(c) if bracket.map_or(true, |b| c > b) => {
+        Some(c) if bracket.is_none_or(|b| c > b) => {
             let port = &host[c + 1..];
             if !port.is_empty() && port.iter().all(u8::is_ascii_digit) {
                 (&host[..c], port)
