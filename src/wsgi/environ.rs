@@ -3,10 +3,10 @@
 
 use crate::{MessageKind, Request, Responder};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, COOKIE, TRANSFER_ENCODING};
+use parking_lot::Mutex;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
-use std::sync::Mutex;
 
 /// What the environ of every request of one server shares.
 #[derive(Debug, Clone, Default)]
@@ -43,7 +43,7 @@ impl Template {
         d.set_item(intern!(py, "wsgi.input_terminated"), true)?;
         d.set_item(
             intern!(py, "wsgi.file_wrapper"),
-            py.get_type::<super::response::FileWrapper>(),
+            py.get_type::<super::body::FileWrapper>(),
         )?;
         d.set_item(
             intern!(py, "SERVER_SOFTWARE"),
@@ -363,10 +363,7 @@ impl ErrorStream {
 #[pymethods]
 impl ErrorStream {
     fn write(&self, s: &str) -> usize {
-        let mut p = self
-            .partial
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut p = self.partial.lock();
         p.push_str(s);
         if p.contains('\n') {
             let text = std::mem::take(&mut *p);
@@ -390,10 +387,7 @@ impl ErrorStream {
     }
 
     fn flush(&self) {
-        let mut p = self
-            .partial
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut p = self.partial.lock();
         if !p.is_empty() {
             Self::emit(&std::mem::take(&mut *p));
         }

@@ -202,6 +202,14 @@ pub(crate) fn format_exception(py: Python<'_>, err: &PyErr) -> String {
     }
 }
 
+/// The name of an object's Python type, for error messages (`?` if it has none).
+pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
 fn is_dotted(s: &str) -> bool {
     !s.is_empty()
         && s.split('.').all(|part| {
@@ -267,11 +275,7 @@ pub fn load_app(name: &str, sys_path: &[PathBuf]) -> Result<Py<PyAny>, WsgiError
         if !obj.is_callable() {
             return Err(WsgiError::NotCallable {
                 name: shown,
-                type_name: obj
-                    .get_type()
-                    .name()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default(),
+                type_name: type_name(&obj),
             });
         }
         log::debug!("loaded application {shown}");

@@ -72,6 +72,19 @@
 //! waits (for the next request, for the body, for download credits). No Python-level lock is
 //! taken by the bridge, so it is ready for free-threaded CPython.
 //!
+//! # Where things are
+//!
+//! | file | what it does |
+//! |---|---|
+//! | `interpreter.rs` | starting CPython ([`initialize`]), flushing it at exit, importing the application ([`load_app`]) |
+//! | `server.rs` | [`WsgiServer`]: the worker threads, each attached to Python for its life; one request from message to logged outcome |
+//! | `environ.rs` | the `environ` dict: per-thread template, CGI keys, `SCRIPT_NAME` / `PATH_INFO`, `wsgi.errors` |
+//! | `input.rs` | `wsgi.input`, the streaming request body |
+//! | `exchange.rs` | one response's state machine (pending, streaming, done), shared by the callables below and the flusher |
+//! | `start_response.rs` | `start_response` and `write`, with the status and header checks |
+//! | `body.rs` | sending the returned iterable (lists, [`FileWrapper`], generators) and calling its `close()` |
+//! | `flusher.rs` | the per-worker thread that sends what a paused generator left buffered |
+//!
 //! # Embedding CPython
 //!
 //! [`initialize`] starts the interpreter through `PyConfig` so that:
@@ -85,20 +98,21 @@
 //!   threads): call [`run_exit_handlers`] (the `atexit` handlers, then [`flush_stdio`]) before
 //!   exiting.
 
+mod body;
 mod environ;
+mod exchange;
+mod flusher;
 mod input;
 mod interpreter;
-mod response;
 mod server;
+mod start_response;
 
+pub use body::FileWrapper;
 pub use interpreter::{
     flush_stdio, initialize, is_initialized, load_app, python_executable, python_info,
     run_exit_handlers, BUILD_PYTHON,
 };
-pub use response::FileWrapper;
 pub use server::WsgiServer;
-
-use std::fmt;
 
 /// What can go wrong starting the bridge: initialising Python or importing the application.
 #[non_exhaustive]
@@ -154,17 +168,4 @@ pub enum WsgiError {
     /// Another Python exception while setting things up.
     #[error("Python error: {0}")]
     Python(String),
-}
-
-/// A short description for logs: the status line of a response being built.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Status {
-    pub(crate) code: http::StatusCode,
-    pub(crate) reason: String,
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.code.as_u16(), self.reason)
-    }
 }

@@ -1,9 +1,12 @@
 //! Serving a WSGI application with N worker threads, each attached to Python for its life.
 
+use super::body::{close_iterable, send_body};
 use super::environ::{EnvironConfig, Template};
+use super::exchange::{Exchange, Failure};
+use super::flusher::Flusher;
 use super::input::Input;
 use super::interpreter::format_exception;
-use super::response::{close_iterable, send_body, Exchange, Failure, Flusher, StartResponse};
+use super::start_response::StartResponse;
 use crate::{Connection, MessageKind, Request, Server, Worker};
 use http::{HeaderMap, StatusCode};
 use pyo3::prelude::*;
@@ -149,7 +152,7 @@ fn run_worker(shared: &Shared, mut worker: Worker) {
                 log::error!("worker {index}: panic while handling a request; going on");
             }
             if let Some(f) = &flusher {
-                f.set_target(None);
+                f.unwatch();
             }
         }
     });
@@ -247,7 +250,7 @@ fn handle(
         }
     };
     if let Some(f) = flusher {
-        f.set_target(Some(Arc::clone(&ex)));
+        f.watch(Arc::<Exchange>::clone(&ex));
     }
     let start_response = match Bound::new(py, StartResponse::new(Arc::clone(&ex))) {
         Ok(s) => s,
