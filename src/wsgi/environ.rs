@@ -299,30 +299,9 @@ fn strip_prefix_at_boundary<'a>(path: &'a [u8], prefix: &[u8]) -> Option<&'a [u8
     (rest.is_empty() || rest[0] == b'/').then_some(rest)
 }
 
-/// Decodes `%XX` escapes; a `%` not followed by two hex digits stays as it is.
+/// Decodes `%XX` escapes (`%2F` too); a `%` not followed by two hex digits stays as it is.
 pub(crate) fn percent_decode(s: &[u8]) -> Vec<u8> {
-    fn hex(b: u8) -> Option<u8> {
-        match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            b'A'..=b'F' => Some(b - b'A' + 10),
-            _ => None,
-        }
-    }
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'%' && i + 2 < s.len() {
-            if let (Some(h), Some(l)) = (hex(s[i + 1]), hex(s[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(s[i]);
-        i += 1;
-    }
-    out
+    percent_encoding::percent_decode(s).collect()
 }
 
 /// SERVER_NAME and SERVER_PORT from a `Host` header value.
