@@ -1,6 +1,6 @@
 //! Starting the embedded interpreter, flushing it at exit, and importing the application.
 
-use super::WsgiError;
+use super::{AppNameProblem, InitError, WsgiError};
 use pyo3::exceptions::PyModuleNotFoundError;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
@@ -44,7 +44,7 @@ pub fn is_initialized() -> bool {
 /// [`WsgiError::Init`] when Python is already initialised or `Py_InitializeFromConfig` fails.
 pub fn initialize(executable: Option<&Path>) -> Result<(), WsgiError> {
     let exe = executable.map_or_else(python_executable, Path::to_path_buf);
-    init_from_config(&exe).map_err(WsgiError::Init)?;
+    init_from_config(&exe)?;
     log::debug!("Python initialised as {}", exe.display());
     Ok(())
 }
@@ -52,69 +52,96 @@ pub fn initialize(executable: Option<&Path>) -> Result<(), WsgiError> {
 /// The one FFI island of the crate: CPython's `PyConfig` initialisation protocol has no safe
 /// wrapper in PyO3 (whose `Python::initialize` would look up `python3` on `PATH` and install
 /// Python's signal handlers).
+///
+/// Callers make sure it runs at most once per process, before any other thread uses Python.
 #[allow(unsafe_code)]
-fn init_from_config(exe: &Path) -> Result<(), String> {
+fn init_from_config(exe: &Path) -> Result<(), InitError> {
     use pyo3::ffi;
     use std::os::unix::ffi::OsStrExt;
 
-    let exe_c = std::ffi::CString::new(exe.as_os_str().as_bytes())
-        .map_err(|_| format!("interpreter path {} contains a NUL byte", exe.display()))?;
-
-    // SAFETY: `st.func` and `st.err_msg` are NULL or static C strings owned by CPython.
-    unsafe fn check(st: ffi::PyStatus, what: &str) -> Result<(), String> {
-        // SAFETY: reading a PyStatus returned by CPython.
-        unsafe {
-            if ffi::PyStatus_Exception(st) == 0 {
-                return Ok(());
-            }
-            let text = |p: *const std::os::raw::c_char| {
-                if p.is_null() {
-                    String::new()
-                } else {
-                    std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
-                }
-            };
-            Err(if ffi::PyStatus_IsExit(st) != 0 {
-                format!("{what}: the interpreter asked to exit ({})", st.exitcode)
-            } else {
-                format!("{what}: {} {}", text(st.func), text(st.err_msg))
-            })
+    /// `Ok` unless the status reports an error or an exit.
+    ///
+    /// # Safety
+    /// `st` must be a status returned by CPython, unchanged.
+    unsafe fn check(st: ffi::PyStatus, step: &'static str) -> Result<(), InitError> {
+        // SAFETY: PyStatus_Exception and PyStatus_IsExit only read the struct they are given by
+        // value; they need no interpreter.
+        let (failed, exit) = unsafe { (ffi::PyStatus_Exception(st), ffi::PyStatus_IsExit(st)) };
+        if failed == 0 {
+            return Ok(());
         }
+        if exit != 0 {
+            return Err(InitError::Exit {
+                step,
+                code: st.exitcode,
+            });
+        }
+        let text = |p: *const std::os::raw::c_char| {
+            if p.is_null() {
+                String::new()
+            } else {
+                // SAFETY: in a status from CPython (the caller's promise), `func` and `err_msg`
+                // are NULL (handled above) or point to static NUL-terminated strings.
+                unsafe { std::ffi::CStr::from_ptr(p) }
+                    .to_string_lossy()
+                    .into_owned()
+            }
+        };
+        Err(InitError::Status {
+            step,
+            function: text(st.func),
+            message: text(st.err_msg),
+        })
     }
 
-    // SAFETY: the documented PyConfig protocol. PyConfig_InitPythonConfig initialises the whole
-    // struct, the string setter copies its argument, PyConfig_Clear frees what the config owns
-    // on every path. Nothing else touches Python yet (checked with Py_IsInitialized; callers
-    // run this before starting threads that use Python).
+    let exe_c = std::ffi::CString::new(exe.as_os_str().as_bytes())
+        .map_err(|_| InitError::NulInPath(exe.to_path_buf()))?;
+
+    // SAFETY: Py_IsInitialized may be called at any time, before initialisation included.
+    if unsafe { ffi::Py_IsInitialized() } != 0 {
+        return Err(InitError::AlreadyInitialized);
+    }
+    let mut config = std::mem::MaybeUninit::<ffi::PyConfig>::uninit();
+    let c = config.as_mut_ptr();
+    // SAFETY: `c` points to writable, aligned, local memory the size of a PyConfig;
+    // PyConfig_InitPythonConfig writes every field of it and needs no interpreter.
+    unsafe { ffi::PyConfig_InitPythonConfig(c) };
+    // SAFETY: `*c` is now an initialised PyConfig that nothing else can reach; these are plain
+    // int fields.
     unsafe {
-        if ffi::Py_IsInitialized() != 0 {
-            return Err("Python is already initialised in this process".into());
-        }
-        let mut config = std::mem::MaybeUninit::<ffi::PyConfig>::uninit();
-        ffi::PyConfig_InitPythonConfig(config.as_mut_ptr());
-        let c = config.as_mut_ptr();
-        // Trap 3: SIGINT/SIGTERM belong to Rust.
+        // SIGINT/SIGTERM belong to Rust (Python's handler would turn SIGINT into
+        // KeyboardInterrupt in whichever thread runs Python).
         (*c).install_signal_handlers = 0;
         // Do not parse our command line as Python's.
         (*c).parse_argv = 0;
-        // Trap 2: derive sys.prefix (and honour pyvenv.cfg) from this interpreter, not from the
-        // first `python3` on PATH.
-        let st = ffi::PyConfig_SetBytesString(
-            c,
-            std::ptr::addr_of_mut!((*c).executable),
-            exe_c.as_ptr(),
-        );
-        if let Err(e) = check(st, "PyConfig_SetBytesString(executable)") {
-            ffi::PyConfig_Clear(c);
-            return Err(e);
-        }
-        let st = ffi::Py_InitializeFromConfig(c);
-        ffi::PyConfig_Clear(c);
-        check(st, "Py_InitializeFromConfig")?;
-        // Py_InitializeFromConfig returns holding the GIL: release it so that other threads can
-        // attach. This thread's state stays registered; a later attach here reuses it.
-        ffi::PyEval_SaveThread();
     }
+    // Derive sys.prefix (and honour pyvenv.cfg) from this interpreter, not from the first
+    // `python3` on PATH.
+    // SAFETY: `*c` is an initialised PyConfig and `executable` one of its string fields (its
+    // address taken without an intermediate reference); `exe_c` is NUL-terminated and outlives
+    // the call, which decodes and copies it.
+    let st = unsafe {
+        ffi::PyConfig_SetBytesString(c, std::ptr::addr_of_mut!((*c).executable), exe_c.as_ptr())
+    };
+    // SAFETY: `st` was just returned by CPython.
+    if let Err(e) = unsafe { check(st, "PyConfig_SetBytesString(executable)") } {
+        // SAFETY: frees what the initialised config owns, once; `c` is not used after this.
+        unsafe { ffi::PyConfig_Clear(c) };
+        return Err(e);
+    }
+    // SAFETY: no interpreter exists (checked above; callers run this at most once, before any
+    // other thread uses Python) and `*c` is a complete, initialised config, which CPython reads
+    // and copies what it keeps from.
+    let st = unsafe { ffi::Py_InitializeFromConfig(c) };
+    // SAFETY: frees what the config owns, once, after CPython copied it; `c` is not used after.
+    unsafe { ffi::PyConfig_Clear(c) };
+    // SAFETY: `st` was just returned by CPython.
+    unsafe { check(st, "Py_InitializeFromConfig") }?;
+    // SAFETY: Py_InitializeFromConfig succeeded, so this thread holds the GIL, as
+    // PyEval_SaveThread requires. Releasing it lets other threads attach. The thread state it
+    // returns stays registered for this thread (a later attach here reuses it), so it need not
+    // be kept.
+    unsafe { ffi::PyEval_SaveThread() };
     Ok(())
 }
 
@@ -222,8 +249,8 @@ fn is_dotted(s: &str) -> bool {
 /// Imports the WSGI application `name`.
 ///
 /// Accepted forms: `pkg.mod:attr` (the attribute may be dotted: `pkg.mod:factory.app`),
-/// `pkg.mod.attr` (the seed's `dotted.app.name`: the module if one of that name exists, else
-/// the last part is an attribute), and `pkg.mod` (then its `application`, else its `app`).
+/// `pkg.mod.attr` (the form the Python m2wsgi takes: the module if one of that name exists,
+/// else the last part is an attribute), and `pkg.mod` (then its `application`, else its `app`).
 /// The directories in `sys_path` are put at the front of `sys.path` first, in order (pass the
 /// working directory to make modules there importable).
 ///
@@ -285,14 +312,13 @@ pub fn load_app(name: &str, sys_path: &[PathBuf]) -> Result<Py<PyAny>, WsgiError
 
 fn bad_name(name: &str) -> WsgiError {
     let reason = if name.ends_with(".py") || name.contains('/') {
-        "give a dotted module name (pkg.module:app), not a file path; add its directory with \
-         --pythonpath or --chdir"
+        AppNameProblem::FilePath
     } else {
-        "expected pkg.module:attribute, pkg.module.attribute or pkg.module"
+        AppNameProblem::NotDotted
     };
     WsgiError::BadAppName {
         name: name.to_string(),
-        reason: reason.to_string(),
+        reason,
     }
 }
 

@@ -76,6 +76,7 @@
 //!
 //! | file | what it does |
 //! |---|---|
+//! | `error.rs` | [`WsgiError`] and its leaf errors |
 //! | `interpreter.rs` | starting CPython ([`initialize`]), flushing it at exit, importing the application ([`load_app`]) |
 //! | `server.rs` | [`WsgiServer`]: the worker threads, each attached to Python for its life; one request from message to logged outcome |
 //! | `environ.rs` | the `environ` dict: per-thread template, CGI keys, `SCRIPT_NAME` / `PATH_INFO`, `wsgi.errors` |
@@ -100,6 +101,7 @@
 
 mod body;
 mod environ;
+mod error;
 mod exchange;
 mod flusher;
 mod input;
@@ -108,64 +110,9 @@ mod server;
 mod start_response;
 
 pub use body::FileWrapper;
+pub use error::{AppNameProblem, InitError, WsgiError};
 pub use interpreter::{
     flush_stdio, initialize, is_initialized, load_app, python_executable, python_info,
     run_exit_handlers, BUILD_PYTHON,
 };
 pub use server::WsgiServer;
-
-/// What can go wrong starting the bridge: initialising Python or importing the application.
-#[non_exhaustive]
-#[derive(Debug, thiserror::Error)]
-pub enum WsgiError {
-    /// CPython could not be initialised (or was initialised already).
-    #[error("cannot initialise Python: {0}")]
-    Init(String),
-    /// The application name is not of a form `load_app` understands.
-    #[error("bad application name {name:?}: {reason}")]
-    BadAppName {
-        /// The name as given.
-        name: String,
-        /// Why it was refused.
-        reason: String,
-    },
-    /// The application's module (or a package above it) does not exist.
-    #[error("no module named {module:?} (looked for application {app:?}; sys.path = {sys_path})")]
-    ModuleNotFound {
-        /// The application name as given.
-        app: String,
-        /// The module that is missing.
-        module: String,
-        /// `sys.path` at the time, for the error message.
-        sys_path: String,
-    },
-    /// The application's module exists, but importing it raised (an `ImportError` of one of
-    /// its own imports, a `SyntaxError`, anything).
-    #[error("importing {module:?} raised an exception:\n{traceback}")]
-    ImportFailed {
-        /// The module being imported.
-        module: String,
-        /// The formatted Python traceback.
-        traceback: String,
-    },
-    /// The module has no such attribute (or, for a bare module name, neither `application`
-    /// nor `app`).
-    #[error("module {module:?} has no attribute {attr}")]
-    NoAttribute {
-        /// The module.
-        module: String,
-        /// The attribute(s) looked for.
-        attr: String,
-    },
-    /// The object found is not callable.
-    #[error("{name} is not callable (it is a {type_name})")]
-    NotCallable {
-        /// The application name.
-        name: String,
-        /// Its Python type.
-        type_name: String,
-    },
-    /// Another Python exception while setting things up.
-    #[error("Python error: {0}")]
-    Python(String),
-}

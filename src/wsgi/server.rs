@@ -7,6 +7,7 @@ use super::flusher::Flusher;
 use super::input::Input;
 use super::interpreter::format_exception;
 use super::start_response::StartResponse;
+use super::WsgiError;
 use crate::{Connection, MessageKind, Request, Server, Worker};
 use http::{HeaderMap, StatusCode};
 use pyo3::prelude::*;
@@ -90,13 +91,11 @@ impl WsgiServer {
     /// calling thread, which must not be attached to Python (it would hold the GIL).
     ///
     /// # Errors
-    /// [`Error::Python`](crate::Error::Python) when Python is not initialised; as
-    /// [`Server::serve_with`].
+    /// [`Error::Wsgi`](crate::Error::Wsgi) with [`WsgiError::NotInitialized`] when Python is
+    /// not initialised; as [`Server::serve_with`].
     pub fn serve(self, conn: Connection) -> crate::Result<()> {
         if !super::is_initialized() {
-            return Err(crate::Error::Python(
-                "Python is not initialised: call m2wsgi::wsgi::initialize first".into(),
-            ));
+            return Err(WsgiError::NotInitialized.into());
         }
         let mut env = self.env;
         env.multithread = self.threads > 1;
