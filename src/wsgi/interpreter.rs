@@ -5,6 +5,7 @@ use pyo3::exceptions::PyModuleNotFoundError;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// `sys.executable` of the interpreter this crate was built against (`PYO3_PYTHON` at build
 /// time): the default `PyConfig.executable` when no virtualenv is active.
@@ -32,7 +33,8 @@ pub fn is_initialized() -> bool {
     Python::try_attach(|_| ()).is_some()
 }
 
-/// Initialises CPython for embedding. Call it once, early, before any thread uses Python.
+/// Initialises CPython for embedding, once per process. Call it early, before any thread uses
+/// Python.
 ///
 /// `executable` is the interpreter CPython should believe it is (it derives `sys.prefix` and
 /// honours a `pyvenv.cfg` next to it); `None` means [`python_executable`]. Python installs no
@@ -40,20 +42,44 @@ pub fn is_initialized() -> bool {
 /// the first `import signal` otherwise puts Python's SIGINT handler in place. On return the GIL is
 /// released, so any thread may `Python::attach`.
 ///
+/// Safe to call from several threads at once: the first call initialises the interpreter, the
+/// others wait for it, and every call, later ones included, returns the first one's result
+/// (a later call's `executable` is then ignored, with a warning if it differs).
+///
 /// # Errors
-/// [`WsgiError::Init`] when Python is already initialised or `Py_InitializeFromConfig` fails.
+/// [`WsgiError::Init`] when `Py_InitializeFromConfig` fails, or when Python was initialised
+/// by something else than this function ([`InitError::AlreadyInitialized`]).
 pub fn initialize(executable: Option<&Path>) -> Result<(), WsgiError> {
-    let exe = executable.map_or_else(python_executable, Path::to_path_buf);
-    init_from_config(&exe)?;
-    log::debug!("Python initialised as {}", exe.display());
-    Ok(())
+    static INIT: OnceLock<Result<PathBuf, InitError>> = OnceLock::new();
+    let mut ran_here = false;
+    let outcome = INIT.get_or_init(|| {
+        ran_here = true;
+        let exe = executable.map_or_else(python_executable, Path::to_path_buf);
+        init_from_config(&exe)?;
+        log::debug!("Python initialised as {}", exe.display());
+        Ok(exe)
+    });
+    match outcome {
+        Ok(first) => {
+            if let Some(wanted) = executable.filter(|w| !ran_here && *w != first.as_path()) {
+                log::warn!(
+                    "Python is initialised already, as {}; {} is not used",
+                    first.display(),
+                    wanted.display()
+                );
+            }
+            Ok(())
+        }
+        Err(e) => Err(WsgiError::Init(e.clone())),
+    }
 }
 
 /// The one FFI island of the crate: CPython's `PyConfig` initialisation protocol has no safe
 /// wrapper in PyO3 (whose `Python::initialize` would look up `python3` on `PATH` and install
 /// Python's signal handlers).
 ///
-/// Callers make sure it runs at most once per process, before any other thread uses Python.
+/// It runs at most once per process ([`initialize`] calls it through a `OnceLock`), before
+/// any other thread uses Python (the caller's part of the contract).
 #[allow(unsafe_code)]
 fn init_from_config(exe: &Path) -> Result<(), InitError> {
     use pyo3::ffi;
@@ -129,8 +155,8 @@ fn init_from_config(exe: &Path) -> Result<(), InitError> {
         unsafe { ffi::PyConfig_Clear(c) };
         return Err(e);
     }
-    // SAFETY: no interpreter exists (checked above; callers run this at most once, before any
-    // other thread uses Python) and `*c` is a complete, initialised config, which CPython reads
+    // SAFETY: no interpreter exists (checked above; this runs at most once, before any other
+    // thread uses Python) and `*c` is a complete, initialised config, which CPython reads
     // and copies what it keeps from.
     let st = unsafe { ffi::Py_InitializeFromConfig(c) };
     // SAFETY: frees what the config owns, once, after CPython copied it; `c` is not used after.
@@ -390,7 +416,8 @@ fn get_attr_path<'py>(
 
 #[cfg(test)]
 mod tests {
-    use super::is_dotted;
+    use super::*;
+    use std::sync::{Arc, Barrier};
 
     #[test]
     fn dotted_names() {
@@ -402,5 +429,70 @@ mod tests {
         assert!(!is_dotted("1abc"));
         assert!(!is_dotted("app.py/x"));
         assert!(!is_dotted("a.b."));
+    }
+
+    /// Two threads initialise at the same moment: one does it, both get its result, and the
+    /// interpreter works.
+    #[test]
+    fn initialize_from_two_threads_at_once() {
+        let barrier = Arc::new(Barrier::new(2));
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let barrier = Arc::clone(&barrier);
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    initialize(None)
+                })
+            })
+            .collect();
+        for t in threads {
+            let r = t.join().expect("initialize panicked");
+            assert!(r.is_ok(), "{r:?}");
+        }
+        assert!(is_initialized());
+        assert!(
+            initialize(None).is_ok(),
+            "a later call gets the same result"
+        );
+        let two: i64 = Python::attach(|py| py.eval(c"1 + 1", None, None)?.extract()).unwrap();
+        assert_eq!(two, 2);
+    }
+
+    #[test]
+    fn load_app_errors() {
+        initialize(None).expect("initialise Python");
+        let apps = [Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps")];
+        let err = |name: &str| load_app(name, &apps).expect_err(name);
+        assert!(matches!(
+            err("m2wsgi_no_such_module"),
+            WsgiError::ModuleNotFound { module, .. } if module == "m2wsgi_no_such_module"
+        ));
+        assert!(matches!(
+            err("broken_import"),
+            WsgiError::ImportFailed { module, .. } if module == "broken_import"
+        ));
+        assert!(matches!(
+            err("probe:nothing_here"),
+            WsgiError::NoAttribute { module, .. } if module == "probe"
+        ));
+        assert!(matches!(
+            err("probe:CLOSED"),
+            WsgiError::NotCallable { type_name, .. } if type_name == "dict"
+        ));
+        assert!(matches!(
+            err("apps/probe.py"),
+            WsgiError::BadAppName {
+                reason: AppNameProblem::FilePath,
+                ..
+            }
+        ));
+        assert!(matches!(
+            err("1probe"),
+            WsgiError::BadAppName {
+                reason: AppNameProblem::NotDotted,
+                ..
+            }
+        ));
+        assert!(load_app("probe:application", &apps).is_ok());
     }
 }
