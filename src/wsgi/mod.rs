@@ -1,8 +1,8 @@
 //! A PEP 3333 (WSGI) bridge: serve a Python web application (Flask, Django, any WSGI callable)
 //! behind Mongrel2, with CPython embedded in this process through PyO3.
 //!
-//! The `m2wsgi` command is a thin front end to this module; use the module directly to embed the
-//! bridge in your own binary.
+//! The `m2wsgi` command is a thin front end to this module (its options and `main` are in
+//! [`cli`]); use the module directly to embed the bridge in your own binary.
 //!
 //! ```no_run
 //! use m2wsgi::wsgi::{self, WsgiServer};
@@ -76,6 +76,7 @@
 //!
 //! | file | what it does |
 //! |---|---|
+//! | `cli.rs` | the `m2wsgi` command: its options ([`cli::Args`]) and its `main` ([`cli::run`]) |
 //! | `error.rs` | [`WsgiError`] and its leaf errors |
 //! | `interpreter.rs` | starting CPython ([`initialize`]), flushing it at exit, importing the application ([`load_app`]) |
 //! | `server.rs` | [`WsgiServer`]: the worker threads, each attached to Python for its life; one request from message to logged outcome |
@@ -100,6 +101,7 @@
 //!   exiting.
 
 mod body;
+pub mod cli;
 mod environ;
 mod error;
 mod exchange;
