@@ -12,7 +12,7 @@
 
 use super::WsgiError;
 use crate::{Connection, HandlerSelector};
-use clap::builder::ArgGroup;
+use clap::builder::{ArgGroup, BoolishValueParser};
 use clap::{CommandFactory as _, Parser, ValueEnum};
 use std::ffi::OsString;
 use std::io::{IsTerminal as _, Write as _};
@@ -35,7 +35,8 @@ Examples:
 Python: the embedded interpreter is the one m2wsgi was built with, or $VIRTUAL_ENV/bin/python
 when VIRTUAL_ENV is set (its packages are then importable).
 
-Environment: an option shown with [env: M2WSGI_...] takes its default from that variable.
+Environment: an option shown with [env: M2WSGI_...] takes its default from that variable
+(for --flow-control and --multiprocess: 1, true, yes or on; 0, false, no or off).
 Logging: without --log-level, RUST_LOG is honoured (e.g. RUST_LOG=info,m2wsgi::wsgi=debug).";
 
 const DB_HEADING: &str = "Handler from Mongrel2's config database";
@@ -201,7 +202,7 @@ pub struct Args {
     /// stays bounded).
     ///
     /// Read from the config database with --config-db.
-    #[arg(long, env = "M2WSGI_FLOW_CONTROL")]
+    #[arg(long, env = "M2WSGI_FLOW_CONTROL", value_parser = BoolishValueParser::new())]
     pub flow_control: bool,
 
     /// SCRIPT_NAME for every request (the mount point); the request path loses it in
@@ -215,7 +216,7 @@ pub struct Args {
 
     /// Declare that other processes serve the same handler (sets wsgi.multiprocess; Mongrel2
     /// spreads requests over all of them).
-    #[arg(long, env = "M2WSGI_MULTIPROCESS")]
+    #[arg(long, env = "M2WSGI_MULTIPROCESS", value_parser = BoolishValueParser::new())]
     pub multiprocess: bool,
 
     /// Only `threads` (alias `standard`): N OS threads, the GIL released whenever one waits.

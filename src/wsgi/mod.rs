@@ -96,6 +96,8 @@
 //!   build interpreter, never from whatever `python3` is first on `PATH`;
 //! - Python installs no signal handlers: SIGINT/SIGTERM stay with Rust (install yours before
 //!   calling it, see [`install_signal_handlers`](crate::install_signal_handlers));
+//! - it happens once per process: calls from several threads at once, or later calls, wait for
+//!   the first one and get its result;
 //! - the interpreter is never finalised (that would wait for the application's non-daemon
 //!   threads): call [`run_exit_handlers`] (the `atexit` handlers, then [`flush_stdio`]) before
 //!   exiting.

@@ -156,6 +156,12 @@ fn help_and_version_exit_zero() {
 }
 
 #[test]
+fn flags_are_flags() {
+    let o = parse(&["--flow-control", "--multiprocess", "a", "tcp://x:1"]).unwrap();
+    assert!(o.flow_control && o.multiprocess);
+}
+
+#[test]
 fn environment_defaults() {
     let cmd = Args::command();
     let env = |id: &str| {
