@@ -171,11 +171,12 @@ pub enum Error {
     /// A file or socket I/O error.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
-    /// A Python error in the WSGI bridge.
+    /// The WSGI bridge could not start Python, or serve without it (see
+    /// [`WsgiError`](crate::wsgi::WsgiError) for the cases).
     #[cfg(feature = "wsgi")]
     #[cfg_attr(docsrs, doc(cfg(feature = "wsgi")))]
-    #[error("python: {0}")]
-    Python(String),
+    #[error(transparent)]
+    Wsgi(#[from] crate::wsgi::WsgiError),
 }
 
 /// For `std::io` traits ([`Read`](std::io::Read), [`Write`](std::io::Write)) implemented over

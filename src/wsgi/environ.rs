@@ -3,10 +3,10 @@
 
 use crate::{MessageKind, Request, Responder};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, COOKIE, TRANSFER_ENCODING};
+use parking_lot::Mutex;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
-use std::sync::Mutex;
 
 /// What the environ of every request of one server shares.
 #[derive(Debug, Clone, Default)]
@@ -43,7 +43,7 @@ impl Template {
         d.set_item(intern!(py, "wsgi.input_terminated"), true)?;
         d.set_item(
             intern!(py, "wsgi.file_wrapper"),
-            py.get_type::<super::response::FileWrapper>(),
+            py.get_type::<super::body::FileWrapper>(),
         )?;
         d.set_item(
             intern!(py, "SERVER_SOFTWARE"),
@@ -299,30 +299,9 @@ fn strip_prefix_at_boundary<'a>(path: &'a [u8], prefix: &[u8]) -> Option<&'a [u8
     (rest.is_empty() || rest[0] == b'/').then_some(rest)
 }
 
-/// Decodes `%XX` escapes; a `%` not followed by two hex digits stays as it is.
+/// Decodes `%XX` escapes (`%2F` too); a `%` not followed by two hex digits stays as it is.
 pub(crate) fn percent_decode(s: &[u8]) -> Vec<u8> {
-    fn hex(b: u8) -> Option<u8> {
-        match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            b'A'..=b'F' => Some(b - b'A' + 10),
-            _ => None,
-        }
-    }
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'%' && i + 2 < s.len() {
-            if let (Some(h), Some(l)) = (hex(s[i + 1]), hex(s[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(s[i]);
-        i += 1;
-    }
-    out
+    percent_encoding::percent_decode(s).collect()
 }
 
 /// SERVER_NAME and SERVER_PORT from a `Host` header value.
@@ -356,17 +335,14 @@ pub(crate) struct ErrorStream {
 
 impl ErrorStream {
     fn emit(line: &str) {
-        log::error!(target: "wsgi.errors", "{}", line.trim_end_matches('\r'));
+        tracing::error!(target: "wsgi.errors", "{}", line.trim_end_matches('\r'));
     }
 }
 
 #[pymethods]
 impl ErrorStream {
     fn write(&self, s: &str) -> usize {
-        let mut p = self
-            .partial
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut p = self.partial.lock();
         p.push_str(s);
         if p.contains('\n') {
             let text = std::mem::take(&mut *p);
@@ -390,10 +366,7 @@ impl ErrorStream {
     }
 
     fn flush(&self) {
-        let mut p = self
-            .partial
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut p = self.partial.lock();
         if !p.is_empty() {
             Self::emit(&std::mem::take(&mut *p));
         }

@@ -1,10 +1,11 @@
 //! Starting the embedded interpreter, flushing it at exit, and importing the application.
 
-use super::WsgiError;
+use super::{AppNameProblem, InitError, WsgiError};
 use pyo3::exceptions::PyModuleNotFoundError;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// `sys.executable` of the interpreter this crate was built against (`PYO3_PYTHON` at build
 /// time): the default `PyConfig.executable` when no virtualenv is active.
@@ -19,7 +20,7 @@ pub fn python_executable() -> PathBuf {
         if exe.exists() {
             return exe;
         }
-        log::warn!(
+        tracing::warn!(
             "VIRTUAL_ENV={} has no bin/python; using {BUILD_PYTHON}",
             Path::new(&venv).display()
         );
@@ -32,7 +33,8 @@ pub fn is_initialized() -> bool {
     Python::try_attach(|_| ()).is_some()
 }
 
-/// Initialises CPython for embedding. Call it once, early, before any thread uses Python.
+/// Initialises CPython for embedding, once per process. Call it early, before any thread uses
+/// Python.
 ///
 /// `executable` is the interpreter CPython should believe it is (it derives `sys.prefix` and
 /// honours a `pyvenv.cfg` next to it); `None` means [`python_executable`]. Python installs no
@@ -40,81 +42,132 @@ pub fn is_initialized() -> bool {
 /// the first `import signal` otherwise puts Python's SIGINT handler in place. On return the GIL is
 /// released, so any thread may `Python::attach`.
 ///
+/// Safe to call from several threads at once: the first call initialises the interpreter, the
+/// others wait for it, and every call, later ones included, returns the first one's result
+/// (a later call's `executable` is then ignored, with a warning if it differs).
+///
 /// # Errors
-/// [`WsgiError::Init`] when Python is already initialised or `Py_InitializeFromConfig` fails.
+/// [`WsgiError::Init`] when `Py_InitializeFromConfig` fails, or when Python was initialised
+/// by something else than this function ([`InitError::AlreadyInitialized`]).
 pub fn initialize(executable: Option<&Path>) -> Result<(), WsgiError> {
-    let exe = executable.map_or_else(python_executable, Path::to_path_buf);
-    init_from_config(&exe).map_err(WsgiError::Init)?;
-    log::debug!("Python initialised as {}", exe.display());
-    Ok(())
+    static INIT: OnceLock<Result<PathBuf, InitError>> = OnceLock::new();
+    let mut ran_here = false;
+    let outcome = INIT.get_or_init(|| {
+        ran_here = true;
+        let exe = executable.map_or_else(python_executable, Path::to_path_buf);
+        init_from_config(&exe)?;
+        tracing::debug!("Python initialised as {}", exe.display());
+        Ok(exe)
+    });
+    match outcome {
+        Ok(first) => {
+            if let Some(wanted) = executable.filter(|w| !ran_here && *w != first.as_path()) {
+                tracing::warn!(
+                    "Python is initialised already, as {}; {} is not used",
+                    first.display(),
+                    wanted.display()
+                );
+            }
+            Ok(())
+        }
+        Err(e) => Err(WsgiError::Init(e.clone())),
+    }
 }
 
 /// The one FFI island of the crate: CPython's `PyConfig` initialisation protocol has no safe
 /// wrapper in PyO3 (whose `Python::initialize` would look up `python3` on `PATH` and install
 /// Python's signal handlers).
+///
+/// It runs at most once per process ([`initialize`] calls it through a `OnceLock`), before
+/// any other thread uses Python (the caller's part of the contract).
 #[allow(unsafe_code)]
-fn init_from_config(exe: &Path) -> Result<(), String> {
+fn init_from_config(exe: &Path) -> Result<(), InitError> {
     use pyo3::ffi;
     use std::os::unix::ffi::OsStrExt;
 
-    let exe_c = std::ffi::CString::new(exe.as_os_str().as_bytes())
-        .map_err(|_| format!("interpreter path {} contains a NUL byte", exe.display()))?;
-
-    // SAFETY: `st.func` and `st.err_msg` are NULL or static C strings owned by CPython.
-    unsafe fn check(st: ffi::PyStatus, what: &str) -> Result<(), String> {
-        // SAFETY: reading a PyStatus returned by CPython.
-        unsafe {
-            if ffi::PyStatus_Exception(st) == 0 {
-                return Ok(());
-            }
-            let text = |p: *const std::os::raw::c_char| {
-                if p.is_null() {
-                    String::new()
-                } else {
-                    std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
-                }
-            };
-            Err(if ffi::PyStatus_IsExit(st) != 0 {
-                format!("{what}: the interpreter asked to exit ({})", st.exitcode)
-            } else {
-                format!("{what}: {} {}", text(st.func), text(st.err_msg))
-            })
+    /// `Ok` unless the status reports an error or an exit.
+    ///
+    /// # Safety
+    /// `st` must be a status returned by CPython, unchanged.
+    unsafe fn check(st: ffi::PyStatus, step: &'static str) -> Result<(), InitError> {
+        // SAFETY: PyStatus_Exception and PyStatus_IsExit only read the struct they are given by
+        // value; they need no interpreter.
+        let (failed, exit) = unsafe { (ffi::PyStatus_Exception(st), ffi::PyStatus_IsExit(st)) };
+        if failed == 0 {
+            return Ok(());
         }
+        if exit != 0 {
+            return Err(InitError::Exit {
+                step,
+                code: st.exitcode,
+            });
+        }
+        let text = |p: *const std::os::raw::c_char| {
+            if p.is_null() {
+                String::new()
+            } else {
+                // SAFETY: in a status from CPython (the caller's promise), `func` and `err_msg`
+                // are NULL (handled above) or point to static NUL-terminated strings.
+                unsafe { std::ffi::CStr::from_ptr(p) }
+                    .to_string_lossy()
+                    .into_owned()
+            }
+        };
+        Err(InitError::Status {
+            step,
+            function: text(st.func),
+            message: text(st.err_msg),
+        })
     }
 
-    // SAFETY: the documented PyConfig protocol. PyConfig_InitPythonConfig initialises the whole
-    // struct, the string setter copies its argument, PyConfig_Clear frees what the config owns
-    // on every path. Nothing else touches Python yet (checked with Py_IsInitialized; callers
-    // run this before starting threads that use Python).
+    let exe_c = std::ffi::CString::new(exe.as_os_str().as_bytes())
+        .map_err(|_| InitError::NulInPath(exe.to_path_buf()))?;
+
+    // SAFETY: Py_IsInitialized may be called at any time, before initialisation included.
+    if unsafe { ffi::Py_IsInitialized() } != 0 {
+        return Err(InitError::AlreadyInitialized);
+    }
+    let mut config = std::mem::MaybeUninit::<ffi::PyConfig>::uninit();
+    let c = config.as_mut_ptr();
+    // SAFETY: `c` points to writable, aligned, local memory the size of a PyConfig;
+    // PyConfig_InitPythonConfig writes every field of it and needs no interpreter.
+    unsafe { ffi::PyConfig_InitPythonConfig(c) };
+    // SAFETY: `*c` is now an initialised PyConfig that nothing else can reach; these are plain
+    // int fields.
     unsafe {
-        if ffi::Py_IsInitialized() != 0 {
-            return Err("Python is already initialised in this process".into());
-        }
-        let mut config = std::mem::MaybeUninit::<ffi::PyConfig>::uninit();
-        ffi::PyConfig_InitPythonConfig(config.as_mut_ptr());
-        let c = config.as_mut_ptr();
-        // Trap 3: SIGINT/SIGTERM belong to Rust.
+        // SIGINT/SIGTERM belong to Rust (Python's handler would turn SIGINT into
+        // KeyboardInterrupt in whichever thread runs Python).
         (*c).install_signal_handlers = 0;
         // Do not parse our command line as Python's.
         (*c).parse_argv = 0;
-        // Trap 2: derive sys.prefix (and honour pyvenv.cfg) from this interpreter, not from the
-        // first `python3` on PATH.
-        let st = ffi::PyConfig_SetBytesString(
-            c,
-            std::ptr::addr_of_mut!((*c).executable),
-            exe_c.as_ptr(),
-        );
-        if let Err(e) = check(st, "PyConfig_SetBytesString(executable)") {
-            ffi::PyConfig_Clear(c);
-            return Err(e);
-        }
-        let st = ffi::Py_InitializeFromConfig(c);
-        ffi::PyConfig_Clear(c);
-        check(st, "Py_InitializeFromConfig")?;
-        // Py_InitializeFromConfig returns holding the GIL: release it so that other threads can
-        // attach. This thread's state stays registered; a later attach here reuses it.
-        ffi::PyEval_SaveThread();
     }
+    // Derive sys.prefix (and honour pyvenv.cfg) from this interpreter, not from the first
+    // `python3` on PATH.
+    // SAFETY: `*c` is an initialised PyConfig and `executable` one of its string fields (its
+    // address taken without an intermediate reference); `exe_c` is NUL-terminated and outlives
+    // the call, which decodes and copies it.
+    let st = unsafe {
+        ffi::PyConfig_SetBytesString(c, std::ptr::addr_of_mut!((*c).executable), exe_c.as_ptr())
+    };
+    // SAFETY: `st` was just returned by CPython.
+    if let Err(e) = unsafe { check(st, "PyConfig_SetBytesString(executable)") } {
+        // SAFETY: frees what the initialised config owns, once; `c` is not used after this.
+        unsafe { ffi::PyConfig_Clear(c) };
+        return Err(e);
+    }
+    // SAFETY: no interpreter exists (checked above; this runs at most once, before any other
+    // thread uses Python) and `*c` is a complete, initialised config, which CPython reads
+    // and copies what it keeps from.
+    let st = unsafe { ffi::Py_InitializeFromConfig(c) };
+    // SAFETY: frees what the config owns, once, after CPython copied it; `c` is not used after.
+    unsafe { ffi::PyConfig_Clear(c) };
+    // SAFETY: `st` was just returned by CPython.
+    unsafe { check(st, "Py_InitializeFromConfig") }?;
+    // SAFETY: Py_InitializeFromConfig succeeded, so this thread holds the GIL, as
+    // PyEval_SaveThread requires. Releasing it lets other threads attach. The thread state it
+    // returns stays registered for this thread (a later attach here reuses it), so it need not
+    // be kept.
+    unsafe { ffi::PyEval_SaveThread() };
     Ok(())
 }
 
@@ -129,7 +182,7 @@ pub fn flush_stdio() {
             if let Ok(stream) = sys.getattr(name) {
                 if !stream.is_none() {
                     if let Err(e) = stream.call_method0("flush") {
-                        log::warn!("flushing sys.{name}: {e}");
+                        tracing::warn!("flushing sys.{name}: {e}");
                     }
                 }
             }
@@ -147,7 +200,7 @@ pub fn run_exit_handlers() {
             .import("atexit")
             .and_then(|m| m.call_method0("_run_exitfuncs"));
         if let Err(e) = ran {
-            log::warn!("running atexit handlers: {}", format_exception(py, &e));
+            tracing::warn!("running atexit handlers: {}", format_exception(py, &e));
         }
     });
     flush_stdio();
@@ -202,6 +255,14 @@ pub(crate) fn format_exception(py: Python<'_>, err: &PyErr) -> String {
     }
 }
 
+/// The name of an object's Python type, for error messages (`?` if it has none).
+pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
 fn is_dotted(s: &str) -> bool {
     !s.is_empty()
         && s.split('.').all(|part| {
@@ -214,8 +275,8 @@ fn is_dotted(s: &str) -> bool {
 /// Imports the WSGI application `name`.
 ///
 /// Accepted forms: `pkg.mod:attr` (the attribute may be dotted: `pkg.mod:factory.app`),
-/// `pkg.mod.attr` (the seed's `dotted.app.name`: the module if one of that name exists, else
-/// the last part is an attribute), and `pkg.mod` (then its `application`, else its `app`).
+/// `pkg.mod.attr` (the form the Python m2wsgi takes: the module if one of that name exists,
+/// else the last part is an attribute), and `pkg.mod` (then its `application`, else its `app`).
 /// The directories in `sys_path` are put at the front of `sys.path` first, in order (pass the
 /// working directory to make modules there importable).
 ///
@@ -267,28 +328,23 @@ pub fn load_app(name: &str, sys_path: &[PathBuf]) -> Result<Py<PyAny>, WsgiError
         if !obj.is_callable() {
             return Err(WsgiError::NotCallable {
                 name: shown,
-                type_name: obj
-                    .get_type()
-                    .name()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default(),
+                type_name: type_name(&obj),
             });
         }
-        log::debug!("loaded application {shown}");
+        tracing::debug!("loaded application {shown}");
         Ok(obj.unbind())
     })
 }
 
 fn bad_name(name: &str) -> WsgiError {
     let reason = if name.ends_with(".py") || name.contains('/') {
-        "give a dotted module name (pkg.module:app), not a file path; add its directory with \
-         --pythonpath or --chdir"
+        AppNameProblem::FilePath
     } else {
-        "expected pkg.module:attribute, pkg.module.attribute or pkg.module"
+        AppNameProblem::NotDotted
     };
     WsgiError::BadAppName {
         name: name.to_string(),
-        reason: reason.to_string(),
+        reason,
     }
 }
 
@@ -360,7 +416,8 @@ fn get_attr_path<'py>(
 
 #[cfg(test)]
 mod tests {
-    use super::is_dotted;
+    use super::*;
+    use std::sync::{Arc, Barrier};
 
     #[test]
     fn dotted_names() {
@@ -372,5 +429,70 @@ mod tests {
         assert!(!is_dotted("1abc"));
         assert!(!is_dotted("app.py/x"));
         assert!(!is_dotted("a.b."));
+    }
+
+    /// Two threads initialise at the same moment: one does it, both get its result, and the
+    /// interpreter works.
+    #[test]
+    fn initialize_from_two_threads_at_once() {
+        let barrier = Arc::new(Barrier::new(2));
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let barrier = Arc::clone(&barrier);
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    initialize(None)
+                })
+            })
+            .collect();
+        for t in threads {
+            let r = t.join().expect("initialize panicked");
+            assert!(r.is_ok(), "{r:?}");
+        }
+        assert!(is_initialized());
+        assert!(
+            initialize(None).is_ok(),
+            "a later call gets the same result"
+        );
+        let two: i64 = Python::attach(|py| py.eval(c"1 + 1", None, None)?.extract()).unwrap();
+        assert_eq!(two, 2);
+    }
+
+    #[test]
+    fn load_app_errors() {
+        initialize(None).expect("initialise Python");
+        let apps = [Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps")];
+        let err = |name: &str| load_app(name, &apps).expect_err(name);
+        assert!(matches!(
+            err("m2wsgi_no_such_module"),
+            WsgiError::ModuleNotFound { module, .. } if module == "m2wsgi_no_such_module"
+        ));
+        assert!(matches!(
+            err("broken_import"),
+            WsgiError::ImportFailed { module, .. } if module == "broken_import"
+        ));
+        assert!(matches!(
+            err("probe:nothing_here"),
+            WsgiError::NoAttribute { module, .. } if module == "probe"
+        ));
+        assert!(matches!(
+            err("probe:CLOSED"),
+            WsgiError::NotCallable { type_name, .. } if type_name == "dict"
+        ));
+        assert!(matches!(
+            err("apps/probe.py"),
+            WsgiError::BadAppName {
+                reason: AppNameProblem::FilePath,
+                ..
+            }
+        ));
+        assert!(matches!(
+            err("1probe"),
+            WsgiError::BadAppName {
+                reason: AppNameProblem::NotDotted,
+                ..
+            }
+        ));
+        assert!(load_app("probe:application", &apps).is_ok());
     }
 }

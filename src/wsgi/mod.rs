@@ -1,8 +1,8 @@
 //! A PEP 3333 (WSGI) bridge: serve a Python web application (Flask, Django, any WSGI callable)
 //! behind Mongrel2, with CPython embedded in this process through PyO3.
 //!
-//! The `m2wsgi` command is a thin front end to this module; use the module directly to embed the
-//! bridge in your own binary.
+//! The `m2wsgi` command is a thin front end to this module (its options and `main` are in
+//! [`cli`]); use the module directly to embed the bridge in your own binary.
 //!
 //! ```no_run
 //! use m2wsgi::wsgi::{self, WsgiServer};
@@ -72,6 +72,21 @@
 //! waits (for the next request, for the body, for download credits). No Python-level lock is
 //! taken by the bridge, so it is ready for free-threaded CPython.
 //!
+//! # Where things are
+//!
+//! | file | what it does |
+//! |---|---|
+//! | `cli.rs` | the `m2wsgi` command: its options ([`cli::Args`]) and its `main` ([`cli::run`]) |
+//! | `error.rs` | [`WsgiError`] and its leaf errors |
+//! | `interpreter.rs` | starting CPython ([`initialize`]), flushing it at exit, importing the application ([`load_app`]) |
+//! | `server.rs` | [`WsgiServer`]: the worker threads, each attached to Python for its life; one request from message to logged outcome |
+//! | `environ.rs` | the `environ` dict: per-thread template, CGI keys, `SCRIPT_NAME` / `PATH_INFO`, `wsgi.errors` |
+//! | `input.rs` | `wsgi.input`, the streaming request body |
+//! | `exchange.rs` | one response's state machine (pending, streaming, done), shared by the callables below and the flusher |
+//! | `start_response.rs` | `start_response` and `write`, with the status and header checks |
+//! | `body.rs` | sending the returned iterable (lists, [`FileWrapper`], generators) and calling its `close()` |
+//! | `flusher.rs` | the per-worker thread that sends what a paused generator left buffered |
+//!
 //! # Embedding CPython
 //!
 //! [`initialize`] starts the interpreter through `PyConfig` so that:
@@ -81,90 +96,27 @@
 //!   build interpreter, never from whatever `python3` is first on `PATH`;
 //! - Python installs no signal handlers: SIGINT/SIGTERM stay with Rust (install yours before
 //!   calling it, see [`install_signal_handlers`](crate::install_signal_handlers));
+//! - it happens once per process: calls from several threads at once, or later calls, wait for
+//!   the first one and get its result;
 //! - the interpreter is never finalised (that would wait for the application's non-daemon
 //!   threads): call [`run_exit_handlers`] (the `atexit` handlers, then [`flush_stdio`]) before
 //!   exiting.
 
+mod body;
+pub mod cli;
 mod environ;
+mod error;
+mod exchange;
+mod flusher;
 mod input;
 mod interpreter;
-mod response;
 mod server;
+mod start_response;
 
+pub use body::FileWrapper;
+pub use error::{AppNameProblem, InitError, WsgiError};
 pub use interpreter::{
     flush_stdio, initialize, is_initialized, load_app, python_executable, python_info,
     run_exit_handlers, BUILD_PYTHON,
 };
-pub use response::FileWrapper;
 pub use server::WsgiServer;
-
-use std::fmt;
-
-/// What can go wrong starting the bridge: initialising Python or importing the application.
-#[non_exhaustive]
-#[derive(Debug, thiserror::Error)]
-pub enum WsgiError {
-    /// CPython could not be initialised (or was initialised already).
-    #[error("cannot initialise Python: {0}")]
-    Init(String),
-    /// The application name is not of a form `load_app` understands.
-    #[error("bad application name {name:?}: {reason}")]
-    BadAppName {
-        /// The name as given.
-        name: String,
-        /// Why it was refused.
-        reason: String,
-    },
-    /// The application's module (or a package above it) does not exist.
-    #[error("no module named {module:?} (looked for application {app:?}; sys.path = {sys_path})")]
-    ModuleNotFound {
-        /// The application name as given.
-        app: String,
-        /// The module that is missing.
-        module: String,
-        /// `sys.path` at the time, for the error message.
-        sys_path: String,
-    },
-    /// The application's module exists, but importing it raised (an `ImportError` of one of
-    /// its own imports, a `SyntaxError`, anything).
-    #[error("importing {module:?} raised an exception:\n{traceback}")]
-    ImportFailed {
-        /// The module being imported.
-        module: String,
-        /// The formatted Python traceback.
-        traceback: String,
-    },
-    /// The module has no such attribute (or, for a bare module name, neither `application`
-    /// nor `app`).
-    #[error("module {module:?} has no attribute {attr}")]
-    NoAttribute {
-        /// The module.
-        module: String,
-        /// The attribute(s) looked for.
-        attr: String,
-    },
-    /// The object found is not callable.
-    #[error("{name} is not callable (it is a {type_name})")]
-    NotCallable {
-        /// The application name.
-        name: String,
-        /// Its Python type.
-        type_name: String,
-    },
-    /// Another Python exception while setting things up.
-    #[error("Python error: {0}")]
-    Python(String),
-}
-
-/// A short description for logs: the status line of a response being built.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Status {
-    pub(crate) code: http::StatusCode,
-    pub(crate) reason: String,
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.code.as_u16(), self.reason)
-    }
-}

@@ -1,9 +1,13 @@
 //! Serving a WSGI application with N worker threads, each attached to Python for its life.
 
+use super::body::{close_iterable, send_body};
 use super::environ::{EnvironConfig, Template};
+use super::exchange::{Exchange, Failure};
+use super::flusher::Flusher;
 use super::input::Input;
 use super::interpreter::format_exception;
-use super::response::{close_iterable, send_body, Exchange, Failure, Flusher, StartResponse};
+use super::start_response::StartResponse;
+use super::WsgiError;
 use crate::{Connection, MessageKind, Request, Server, Worker};
 use http::{HeaderMap, StatusCode};
 use pyo3::prelude::*;
@@ -87,13 +91,11 @@ impl WsgiServer {
     /// calling thread, which must not be attached to Python (it would hold the GIL).
     ///
     /// # Errors
-    /// [`Error::Python`](crate::Error::Python) when Python is not initialised; as
-    /// [`Server::serve_with`].
+    /// [`Error::Wsgi`](crate::Error::Wsgi) with [`WsgiError::NotInitialized`] when Python is
+    /// not initialised; as [`Server::serve_with`].
     pub fn serve(self, conn: Connection) -> crate::Result<()> {
         if !super::is_initialized() {
-            return Err(crate::Error::Python(
-                "Python is not initialised: call m2wsgi::wsgi::initialize first".into(),
-            ));
+            return Err(WsgiError::NotInitialized.into());
         }
         let mut env = self.env;
         env.multithread = self.threads > 1;
@@ -119,7 +121,7 @@ fn run_worker(shared: &Shared, mut worker: Worker) {
     let flusher = match Flusher::spawn(format!("m2wsgi-flush-{index}")) {
         Ok(f) => Some(f),
         Err(e) => {
-            log::warn!(
+            tracing::warn!(
                 "worker {index}: no flusher thread ({e}); paused streams wait for more output"
             );
             None
@@ -129,7 +131,7 @@ fn run_worker(shared: &Shared, mut worker: Worker) {
         let template = match Template::new(py, &shared.env) {
             Ok(t) => t,
             Err(e) => {
-                log::error!(
+                tracing::error!(
                     "worker {index}: cannot build the environ template: {}",
                     format_exception(py, &e)
                 );
@@ -146,10 +148,10 @@ fn run_worker(shared: &Shared, mut worker: Worker) {
                 handle(py, shared, &template, app, flusher.as_ref(), req);
             }));
             if run.is_err() {
-                log::error!("worker {index}: panic while handling a request; going on");
+                tracing::error!("worker {index}: panic while handling a request; going on");
             }
             if let Some(f) = &flusher {
-                f.set_target(None);
+                f.unwatch();
             }
         }
     });
@@ -196,7 +198,7 @@ fn handle(
     match req.kind() {
         MessageKind::Request | MessageKind::UploadDone { .. } => {}
         MessageKind::WebSocketHandshake => {
-            log::warn!(
+            tracing::warn!(
                 "{}: WebSocket handshake refused: WSGI cannot serve WebSockets",
                 Label::new(&req)
             );
@@ -219,7 +221,7 @@ fn handle(
     let body = match req.body_reader() {
         Ok(b) => b,
         Err(e) => {
-            log::error!("{what}: cannot open the request body: {e}; 500");
+            tracing::error!("{what}: cannot open the request body: {e}; 500");
             let ex = Exchange::new(req, None);
             py.detach(|| ex.fail());
             return;
@@ -229,7 +231,7 @@ fn handle(
     let input = match Bound::new(py, Input::new(body)) {
         Ok(i) => i.into_any(),
         Err(e) => {
-            log::error!("{what}: {}", format_exception(py, &e));
+            tracing::error!("{what}: {}", format_exception(py, &e));
             return;
         }
     };
@@ -238,7 +240,7 @@ fn handle(
     let environ = match environ {
         Ok(e) => e,
         Err(e) => {
-            log::error!(
+            tracing::error!(
                 "{what}: building environ: {}; 500",
                 format_exception(py, &e)
             );
@@ -247,12 +249,12 @@ fn handle(
         }
     };
     if let Some(f) = flusher {
-        f.set_target(Some(Arc::clone(&ex)));
+        f.watch(Arc::<Exchange>::clone(&ex));
     }
     let start_response = match Bound::new(py, StartResponse::new(Arc::clone(&ex))) {
         Ok(s) => s,
         Err(e) => {
-            log::error!("{what}: {}", format_exception(py, &e));
+            tracing::error!("{what}: {}", format_exception(py, &e));
             py.detach(|| ex.fail());
             return;
         }
@@ -271,7 +273,7 @@ fn handle(
             match (sent, closed) {
                 (Ok(()), Ok(())) => Ok(()),
                 (Ok(()), Err(e)) => {
-                    log::error!(
+                    tracing::error!(
                         "{what}: close() of the response raised:\n{}",
                         format_exception(py, &e)
                     );
@@ -284,7 +286,7 @@ fn handle(
     if let Err((failure, close_err)) = outcome {
         report(py, &what, &ex, failure);
         if let Some(e) = close_err {
-            log::error!(
+            tracing::error!(
                 "{what}: close() of the response raised:\n{}",
                 format_exception(py, &e)
             );
@@ -302,13 +304,13 @@ fn report(py: Python<'_>, what: &Label, ex: &Exchange, failure: Failure) {
     };
     match failure {
         Failure::App(e) => {
-            log::error!(
+            tracing::error!(
                 "{what}: the application raised; {after}\n{}",
                 format_exception(py, &e)
             );
         }
-        Failure::Invalid(msg) => log::error!("{what}: {msg}; {after}"),
-        Failure::Gone => log::info!("{what}: the client disconnected; response abandoned"),
-        Failure::Send(e) => log::warn!("{what}: sending the response: {e}; abandoned"),
+        Failure::Invalid(msg) => tracing::error!("{what}: {msg}; {after}"),
+        Failure::Gone => tracing::info!("{what}: the client disconnected; response abandoned"),
+        Failure::Send(e) => tracing::warn!("{what}: sending the response: {e}; abandoned"),
     }
 }

@@ -2,7 +2,7 @@
 prints without a newline at import (lost at exit unless m2wsgi flushes sys.stdout)."""
 
 import atexit
-import signal  # noqa: F401  (installs no handler over Rust's: trap 3)
+import signal  # noqa: F401  (must not replace the SIGINT/SIGTERM handlers m2wsgi installed)
 import sys
 import time
 

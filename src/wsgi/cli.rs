@@ -1,0 +1,487 @@
+//! The `m2wsgi` command: its options ([`Args`]) and its `main` ([`run`]), kept in the library so
+//! that every front door to the command (the `m2wsgi` binary, or a console script of a Python
+//! package embedding this crate) parses the same options and runs the same code.
+//!
+//! The binary's `main` is `m2wsgi::wsgi::cli::main()`; with arguments from elsewhere (or
+//! [`Args`], a [`clap::Parser`], and [`run`]):
+//!
+//! ```no_run
+//! let status: std::process::ExitCode =
+//!     m2wsgi::wsgi::cli::main_from(["m2wsgi", "hello:app", "tcp://127.0.0.1:9999"]);
+//! ```
+
+use super::WsgiError;
+use crate::{Connection, HandlerSelector};
+use clap::builder::{ArgGroup, BoolishValueParser};
+use clap::{CommandFactory as _, Parser, ValueEnum};
+use std::ffi::OsString;
+use std::io::{IsTerminal as _, Write as _};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+
+const USAGE: &str = "\
+m2wsgi [OPTIONS] APP SEND_SPEC [RECV_SPEC]
+       m2wsgi [OPTIONS] --config-db FILE SELECTOR APP";
+
+const AFTER_HELP: &str = "\
+Examples:
+  m2wsgi hello:application tcp://127.0.0.1:9999 --num-threads=4
+  m2wsgi --config-db config.sqlite --route /app myproject.wsgi
+
+Python: the embedded interpreter is the one m2wsgi was built with, or $VIRTUAL_ENV/bin/python
+when VIRTUAL_ENV is set (its packages are then importable).
+
+Environment: an option shown with [env: M2WSGI_...] takes its default from that variable
+(for --flow-control and --multiprocess: 1, true, yes or on; 0, false, no or off).
+Logging: without --log-level, RUST_LOG is honoured (e.g. RUST_LOG=info,m2wsgi::wsgi=debug).";
+
+const DB_HEADING: &str = "Handler from Mongrel2's config database";
+
+/// The options of the `m2wsgi` command: serve the Python WSGI application APP behind Mongrel2.
+///
+/// Every option takes its value as `--option value` or `--option=value`; the options marked
+/// `env` in `--help` also default from the environment variable `M2WSGI_<OPTION>`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "m2wsgi",
+    version,
+    about = "Serve the Python WSGI application APP behind Mongrel2.",
+    long_about = None,
+    override_usage = USAGE,
+    after_help = AFTER_HELP,
+    group(
+        ArgGroup::new("selector")
+            .args(["handler_id", "send_ident", "route"])
+            .multiple(false)
+    )
+)]
+#[non_exhaustive]
+pub struct Args {
+    /// The application: pkg.module:attr (attr may be dotted), pkg.module.attr, or pkg.module
+    /// (its `application`, else its `app`).
+    ///
+    /// The working directory and every --pythonpath are put at the front of sys.path.
+    #[arg(value_name = "APP", required_unless_present = "python_info")]
+    pub app: Option<String>,
+
+    /// Mongrel2's send_spec: where requests come from, e.g. tcp://127.0.0.1:9999.
+    ///
+    /// tcp://IDENT@host:port sets the identity; a #bind suffix binds instead of connecting.
+    #[arg(
+        value_name = "SEND_SPEC",
+        required_unless_present_any = ["config_db", "python_info"],
+        conflicts_with = "config_db"
+    )]
+    pub send_spec: Option<String>,
+
+    /// Mongrel2's recv_spec: where replies go. Default: SEND_SPEC's port minus one.
+    #[arg(value_name = "RECV_SPEC", conflicts_with = "config_db")]
+    pub recv_spec: Option<String>,
+
+    /// Worker threads calling the application.
+    ///
+    /// Each keeps the GIL only while running Python code.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value = "1",
+        env = "M2WSGI_NUM_THREADS",
+        value_parser = parse_threads
+    )]
+    pub num_threads: usize,
+
+    /// The handler's identity (Mongrel2's send_ident).
+    ///
+    /// With --config-db, selects the handler with this send_ident instead.
+    #[arg(long, value_name = "UUID")]
+    pub send_ident: Option<String>,
+
+    /// Mongrel2's recv_ident, when it is not empty: replies carry it.
+    #[arg(long, value_name = "ID")]
+    pub recv_ident: Option<String>,
+
+    /// Read the handler from Mongrel2's config database (what `m2sh load` writes).
+    ///
+    /// Specs, identities, upload directory, chroot and download.flow_control come from it.
+    /// Needs one selector: --handler-id, --send-ident or --route.
+    #[arg(long, value_name = "FILE", requires = "selector", help_heading = DB_HEADING)]
+    pub config_db: Option<PathBuf>,
+
+    /// With --config-db: the handler's row id.
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "config_db",
+        conflicts_with = "send_spec",
+        help_heading = DB_HEADING
+    )]
+    pub handler_id: Option<i64>,
+
+    /// With --config-db: the handler a route path leads to (e.g. /app).
+    ///
+    /// Narrowed with --server-uuid and --host when several servers or hosts have that route.
+    #[arg(
+        long,
+        value_name = "PATH",
+        requires = "config_db",
+        conflicts_with = "send_spec",
+        help_heading = DB_HEADING
+    )]
+    pub route: Option<String>,
+
+    /// With --route: the server whose route is meant (goes with --host).
+    #[arg(
+        long,
+        value_name = "UUID",
+        requires_all = ["route", "host"],
+        help_heading = DB_HEADING
+    )]
+    pub server_uuid: Option<String>,
+
+    /// With --route: the host whose route is meant (goes with --server-uuid).
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires_all = ["route", "server_uuid"],
+        help_heading = DB_HEADING
+    )]
+    pub host: Option<String>,
+
+    /// Change to DIR before loading the application.
+    #[arg(long, value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
+
+    /// Put DIR at the front of sys.path (repeatable; in order).
+    #[arg(long, value_name = "DIR")]
+    pub pythonpath: Vec<PathBuf>,
+
+    /// Log level: error, warn, info (the default), debug, trace or off.
+    ///
+    /// Logs go to stderr; wsgi.errors output is logged at level error. Without this option,
+    /// the RUST_LOG filter applies when it is set.
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        env = "M2WSGI_LOG_LEVEL",
+        ignore_case = true,
+        hide_possible_values = true
+    )]
+    pub log_level: Option<LogLevel>,
+
+    /// On SIGINT/SIGTERM, stop taking requests and give the ones in flight S seconds to
+    /// finish, then exit 0.
+    ///
+    /// A second signal exits at once.
+    #[arg(
+        long,
+        value_name = "S",
+        default_value = "30",
+        env = "M2WSGI_SHUTDOWN_TIMEOUT",
+        value_parser = parse_seconds
+    )]
+    pub shutdown_timeout: Duration,
+
+    /// Where Mongrel2's chroot is on this host (default /; from the config database with
+    /// --config-db): upload temp files are found there.
+    #[arg(long, value_name = "DIR", env = "M2WSGI_MONGREL2_CHROOT")]
+    pub mongrel2_chroot: Option<PathBuf>,
+
+    /// The directory of Mongrel2's upload.temp_store, as Mongrel2 sees it (e.g. /tmp for
+    /// /tmp/upload.XXXXXX).
+    ///
+    /// Needed for request bodies above limits.content_length (async uploads); without it they
+    /// get 413. Read from the config database with --config-db.
+    #[arg(long, value_name = "DIR", env = "M2WSGI_UPLOAD_DIR")]
+    pub upload_dir: Option<PathBuf>,
+
+    /// Mongrel2 runs with download.flow_control=1 (recommended for large downloads: memory
+    /// stays bounded).
+    ///
+    /// Read from the config database with --config-db.
+    #[arg(long, env = "M2WSGI_FLOW_CONTROL", value_parser = BoolishValueParser::new())]
+    pub flow_control: bool,
+
+    /// SCRIPT_NAME for every request (the mount point); the request path loses it in
+    /// PATH_INFO.
+    ///
+    /// Default: the literal prefix of the Mongrel2 route pattern that matched (up to the
+    /// first `(`), e.g. /app for route /app or /app/(.*). --script-name '' passes the whole
+    /// path.
+    #[arg(long, value_name = "PATH")]
+    pub script_name: Option<String>,
+
+    /// Declare that other processes serve the same handler (sets wsgi.multiprocess; Mongrel2
+    /// spreads requests over all of them).
+    #[arg(long, env = "M2WSGI_MULTIPROCESS", value_parser = BoolishValueParser::new())]
+    pub multiprocess: bool,
+
+    /// Only `threads` (alias `standard`): N OS threads, the GIL released whenever one waits.
+    ///
+    /// The eventlet and gevent backends of the Python m2wsgi are not supported: the network
+    /// I/O is in Rust and never blocks Python.
+    #[arg(long, value_name = "BACKEND", default_value = "threads", value_parser = parse_io)]
+    pub io: IoBackend,
+
+    /// Print which Python is embedded (version, prefix, libpython) and exit.
+    #[arg(long)]
+    pub python_info: bool,
+}
+
+/// The `--log-level` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Errors and warnings.
+    Warn,
+    /// Also what the server does: starting, stopping, clients that went away.
+    Info,
+    /// Also details for debugging.
+    Debug,
+    /// Everything.
+    Trace,
+    /// No logging.
+    Off,
+}
+
+impl From<LogLevel> for LevelFilter {
+    fn from(l: LogLevel) -> Self {
+        match l {
+            LogLevel::Error => LevelFilter::ERROR,
+            LogLevel::Warn => LevelFilter::WARN,
+            LogLevel::Info => LevelFilter::INFO,
+            LogLevel::Debug => LevelFilter::DEBUG,
+            LogLevel::Trace => LevelFilter::TRACE,
+            LogLevel::Off => LevelFilter::OFF,
+        }
+    }
+}
+
+/// The `--io` values: how requests are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum IoBackend {
+    /// `--num-threads` OS threads.
+    #[default]
+    Threads,
+}
+
+fn parse_threads(s: &str) -> Result<usize, String> {
+    s.parse()
+        .ok()
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| "needs a number >= 1".to_string())
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| "needs seconds (>= 0)".to_string())
+}
+
+fn parse_io(s: &str) -> Result<IoBackend, String> {
+    match s {
+        "threads" | "standard" => Ok(IoBackend::Threads),
+        "eventlet" | "gevent" => Err(format!(
+            "--io={s} is not supported: m2wsgi serves with OS threads (--num-threads); its \
+             network I/O runs in Rust and releases the GIL, so green threads would gain nothing"
+        )),
+        other => Err(format!("unknown --io backend {other:?} (only `threads`)")),
+    }
+}
+
+/// Why [`run`] stopped early.
+enum Stop {
+    /// Bad usage found after parsing: printed like clap's errors, exit 2.
+    Usage(String),
+    /// Something failed: logged, exit 1.
+    Fatal(String),
+}
+
+fn fatal(msg: impl std::fmt::Display) -> Stop {
+    Stop::Fatal(msg.to_string())
+}
+
+/// Parses the process's arguments and runs the command: all a `main` needs to do.
+pub fn main() -> ExitCode {
+    main_from(std::env::args_os())
+}
+
+/// Parses `argv` (the program name first) and runs the command. `--help`, `--version` and
+/// usage errors are printed as clap prints them (exit status 0, 0 and 2).
+pub fn main_from<I, T>(argv: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    match Args::try_parse_from(argv) {
+        Ok(args) => run(args),
+        Err(e) => {
+            let _ = e.print();
+            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
+        }
+    }
+}
+
+/// Runs the command: sets up logging, installs the SIGINT/SIGTERM handlers, starts Python,
+/// loads the application and serves it until a signal, then runs the application's `atexit`
+/// handlers.
+///
+/// Returns the exit status: 0 after a clean stop (or `--python-info`), 1 when something failed
+/// (the reason is logged), 2 for bad usage found after parsing (`--chdir` to a missing
+/// directory).
+pub fn run(args: Args) -> ExitCode {
+    init_logging(args.log_level);
+    match serve(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Stop::Usage(msg)) => {
+            let e = Args::command().error(clap::error::ErrorKind::ValueValidation, msg);
+            let _ = e.print();
+            ExitCode::from(2)
+        }
+        Err(Stop::Fatal(msg)) => {
+            tracing::error!("{msg}");
+            super::flush_stdio();
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Logs to stderr through a `tracing` subscriber that also receives the `log` records of this
+/// crate (and of any other library). Does nothing if a subscriber is installed already.
+fn init_logging(level: Option<LogLevel>) {
+    let filter = match level {
+        Some(l) => EnvFilter::default().add_directive(LevelFilter::from(l).into()),
+        None => EnvFilter::builder()
+            .with_default_directive(LevelFilter::INFO.into())
+            .from_env_lossy(),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// The handler's sockets and settings, from the options or the config database.
+fn connection(a: &Args) -> Result<crate::ConnectionBuilder, Stop> {
+    let mut builder = match &a.config_db {
+        Some(db) => {
+            let selector = match (&a.handler_id, &a.send_ident, &a.route) {
+                (Some(id), None, None) => HandlerSelector::Id(*id),
+                (None, Some(ident), None) => HandlerSelector::SendIdent(ident.clone()),
+                (None, None, Some(path)) => match (&a.server_uuid, &a.host) {
+                    (Some(server_uuid), Some(host)) => HandlerSelector::Route {
+                        server_uuid: server_uuid.clone(),
+                        host: host.clone(),
+                        path: path.clone(),
+                    },
+                    _ => HandlerSelector::RoutePath(path.clone()),
+                },
+                _ => {
+                    return Err(Stop::Usage(
+                        "--config-db needs exactly one of --handler-id, --send-ident, --route"
+                            .into(),
+                    ))
+                }
+            };
+            Connection::from_config(db, &selector).map_err(fatal)?
+        }
+        None => {
+            if a.handler_id.is_some() || a.route.is_some() {
+                return Err(Stop::Usage(
+                    "--handler-id and --route need --config-db".into(),
+                ));
+            }
+            let Some(send) = &a.send_spec else {
+                return Err(Stop::Usage("missing SEND_SPEC (or use --config-db)".into()));
+            };
+            let mut b = Connection::builder(send.clone());
+            if let Some(r) = &a.recv_spec {
+                b = b.recv_spec(r.clone());
+            }
+            if let Some(ident) = &a.send_ident {
+                b = b.send_ident(ident.clone());
+            }
+            b
+        }
+    };
+    if let Some(ident) = &a.recv_ident {
+        builder = builder.recv_ident(ident.clone());
+    }
+    if let Some(dir) = &a.upload_dir {
+        builder = builder.upload_dir(dir.clone());
+    }
+    if let Some(root) = &a.mongrel2_chroot {
+        builder = builder.chroot(root.clone());
+    }
+    if a.flow_control {
+        builder = builder.flow_control(true);
+    }
+    Ok(builder)
+}
+
+fn serve(a: &Args) -> Result<(), Stop> {
+    if let Some(dir) = &a.chdir {
+        std::env::set_current_dir(dir)
+            .map_err(|e| Stop::Usage(format!("--chdir {}: {e}", dir.display())))?;
+    }
+
+    // SIGINT/SIGTERM belong to Rust; install the handlers before Python exists, or its `signal`
+    // module would install its own SIGINT handler on first import.
+    let stop = Arc::new(AtomicBool::new(false));
+    crate::install_signal_handlers(&stop)
+        .map_err(|e| fatal(format!("cannot install signal handlers: {e}")))?;
+    super::initialize(None).map_err(fatal)?;
+    if a.python_info {
+        print!("{}", super::python_info());
+        let _ = std::io::stdout().flush();
+        return Ok(());
+    }
+    let Some(app_name) = &a.app else {
+        return Err(Stop::Usage("missing APP (and SEND_SPEC)".into()));
+    };
+    let builder = connection(a)?;
+
+    let cwd = std::env::current_dir().map_err(|e| fatal(format!("current directory: {e}")))?;
+    let mut sys_path = a.pythonpath.clone();
+    sys_path.push(cwd);
+    let app = super::load_app(app_name, &sys_path).map_err(|e| match e {
+        e @ WsgiError::ImportFailed { .. } => fatal(format!(
+            "cannot load the application: its module was found, but {e}"
+        )),
+        e => fatal(format!("cannot load the application: {e}")),
+    })?;
+
+    let conn = builder.connect().map_err(fatal)?;
+    tracing::info!(
+        "serving {app_name} (pid {}): requests from {}, replies to {}, {} thread(s)",
+        std::process::id(),
+        conn.send_spec(),
+        conn.recv_spec(),
+        a.num_threads
+    );
+    let mut server = super::WsgiServer::new(app)
+        .threads(a.num_threads)
+        .multiprocess(a.multiprocess)
+        .shutdown_timeout(a.shutdown_timeout)
+        .stop_flag(Arc::clone(&stop));
+    if let Some(s) = &a.script_name {
+        server = server.script_name(s.clone());
+    }
+    server
+        .serve(conn)
+        .map_err(|e| fatal(format!("serving: {e}")))?;
+    super::run_exit_handlers();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,184 @@
+//! Parsing the `m2wsgi` options: values, defaults, and the usage errors.
+
+use super::*;
+use clap::error::ErrorKind;
+
+fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+    Args::try_parse_from(std::iter::once("m2wsgi").chain(args.iter().copied()))
+}
+
+#[test]
+fn definition_is_consistent() {
+    Args::command().debug_assert();
+}
+
+#[test]
+fn options_and_positionals() {
+    let o = parse(&[
+        "--num-threads=5",
+        "app:application",
+        "tcp://127.0.0.1:9999",
+        "--pythonpath",
+        "a",
+        "--pythonpath=b",
+        "--script-name",
+        "",
+        "--io=threads",
+        "--shutdown-timeout=2.5",
+    ])
+    .unwrap();
+    assert_eq!(o.num_threads, 5);
+    assert_eq!(o.app.as_deref(), Some("app:application"));
+    assert_eq!(o.send_spec.as_deref(), Some("tcp://127.0.0.1:9999"));
+    assert_eq!(o.recv_spec, None);
+    assert_eq!(o.pythonpath, [PathBuf::from("a"), PathBuf::from("b")]);
+    assert_eq!(o.script_name.as_deref(), Some(""));
+    assert_eq!(o.shutdown_timeout, Duration::from_millis(2500));
+    assert_eq!(o.io, IoBackend::Threads);
+}
+
+#[test]
+fn defaults() {
+    let o = parse(&["app", "tcp://127.0.0.1:9999", "tcp://127.0.0.1:9998"]).unwrap();
+    assert_eq!(o.num_threads, 1);
+    assert_eq!(o.shutdown_timeout, Duration::from_secs(30));
+    assert_eq!(o.recv_spec.as_deref(), Some("tcp://127.0.0.1:9998"));
+    assert_eq!(o.log_level, None);
+    assert!(!o.flow_control && !o.multiprocess && !o.python_info);
+    let o = parse(&["--python-info"]).unwrap();
+    assert!(o.python_info && o.app.is_none());
+    let o = parse(&["--log-level", "DEBUG", "--python-info"]).unwrap();
+    assert_eq!(o.log_level, Some(LogLevel::Debug));
+}
+
+#[test]
+fn config_db_and_its_selectors() {
+    let o = parse(&["--config-db", "m2.sqlite", "--route=/app", "probe"]).unwrap();
+    assert_eq!(o.route.as_deref(), Some("/app"));
+    assert_eq!(o.app.as_deref(), Some("probe"));
+    let o = parse(&["--config-db=m2.sqlite", "--send-ident", "u", "probe"]).unwrap();
+    assert_eq!(o.send_ident.as_deref(), Some("u"));
+    let o = parse(&[
+        "--config-db=m2.sqlite",
+        "--route=/",
+        "--server-uuid=s",
+        "--host=localhost",
+        "probe",
+    ])
+    .unwrap();
+    assert_eq!(o.host.as_deref(), Some("localhost"));
+}
+
+#[test]
+fn bad_usage_is_a_usage_error() {
+    for (args, kind) in [
+        (
+            &["--num-threads=0", "a", "tcp://x:1"][..],
+            ErrorKind::ValueValidation,
+        ),
+        (
+            &["--num-threads=many", "a", "tcp://x:1"],
+            ErrorKind::ValueValidation,
+        ),
+        (
+            &["--shutdown-timeout=-1", "a", "tcp://x:1"],
+            ErrorKind::ValueValidation,
+        ),
+        (
+            &["--log-level=loud", "a", "tcp://x:1"],
+            ErrorKind::InvalidValue,
+        ),
+        (
+            &["--io=gevent", "a", "tcp://x:1"],
+            ErrorKind::ValueValidation,
+        ),
+        (
+            &["--io=fibers", "a", "tcp://x:1"],
+            ErrorKind::ValueValidation,
+        ),
+        (
+            &["--flow-control=yes", "a", "tcp://x:1"],
+            ErrorKind::TooManyValues,
+        ),
+        (
+            &["--no-such-option", "a", "tcp://x:1"],
+            ErrorKind::UnknownArgument,
+        ),
+        (
+            &["a", "tcp://x:1", "tcp://x:2", "extra"],
+            ErrorKind::UnknownArgument,
+        ),
+        (&[], ErrorKind::MissingRequiredArgument),
+        (&["a"], ErrorKind::MissingRequiredArgument),
+        (
+            &["--config-db=m2.sqlite", "a"],
+            ErrorKind::MissingRequiredArgument,
+        ),
+        (
+            &["--handler-id=1", "a", "tcp://x:1"],
+            ErrorKind::ArgumentConflict,
+        ),
+        (
+            &["--route=/", "a", "tcp://x:1"],
+            ErrorKind::ArgumentConflict,
+        ),
+        (&["--handler-id=1", "a"], ErrorKind::MissingRequiredArgument),
+        (
+            &["--config-db=m2.sqlite", "--handler-id=1", "--route=/", "a"],
+            ErrorKind::ArgumentConflict,
+        ),
+        (
+            &["--config-db=m2.sqlite", "--handler-id=1", "a", "tcp://x:1"],
+            ErrorKind::ArgumentConflict,
+        ),
+        (
+            &["--config-db=m2.sqlite", "--route=/", "--host=h", "a"],
+            ErrorKind::MissingRequiredArgument,
+        ),
+    ] {
+        let e = parse(args).expect_err(&format!("{args:?} parsed"));
+        assert_eq!(e.kind(), kind, "{args:?}: {e}");
+        assert_eq!(e.exit_code(), 2, "{args:?}");
+    }
+    let e = parse(&["--io=gevent", "a", "tcp://x:1"]).unwrap_err();
+    assert!(
+        e.to_string().contains("--io=gevent is not supported"),
+        "{e}"
+    );
+}
+
+#[test]
+fn help_and_version_exit_zero() {
+    for flag in ["--help", "-h", "--version", "-V"] {
+        let e = parse(&[flag]).unwrap_err();
+        assert_eq!(e.exit_code(), 0, "{flag}");
+    }
+}
+
+#[test]
+fn flags_are_flags() {
+    let o = parse(&["--flow-control", "--multiprocess", "a", "tcp://x:1"]).unwrap();
+    assert!(o.flow_control && o.multiprocess);
+}
+
+#[test]
+fn environment_defaults() {
+    let cmd = Args::command();
+    let env = |id: &str| {
+        cmd.get_arguments()
+            .find(|a| a.get_id() == id)
+            .and_then(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned())
+    };
+    for (id, var) in [
+        ("num_threads", "M2WSGI_NUM_THREADS"),
+        ("log_level", "M2WSGI_LOG_LEVEL"),
+        ("shutdown_timeout", "M2WSGI_SHUTDOWN_TIMEOUT"),
+        ("mongrel2_chroot", "M2WSGI_MONGREL2_CHROOT"),
+        ("upload_dir", "M2WSGI_UPLOAD_DIR"),
+        ("flow_control", "M2WSGI_FLOW_CONTROL"),
+        ("multiprocess", "M2WSGI_MULTIPROCESS"),
+    ] {
+        assert_eq!(env(id).as_deref(), Some(var), "{id}");
+    }
+}
