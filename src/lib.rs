@@ -49,11 +49,11 @@
 //! assert_eq!(msg.headers()["host"], "localhost");
 //!
 //! // Answer it: an HTTP response head and body, addressed to the client's connection id.
-//! use m2wsgi::codec::response::{encode_head, encode_reply_prefix, Framing};
+//! use m2wsgi::codec::response::{encode_head, encode_reply_prefix, Framing, HeadExtras};
 //! let mut out = Vec::new();
 //! encode_reply_prefix(&mut out, msg.sender(), &[msg.conn_id()])?;
 //! encode_head(&mut out, http::Version::HTTP_11, http::StatusCode::OK,
-//!             &http::HeaderMap::new(), Framing::Length(5));
+//!             &http::HeaderMap::new(), Framing::Length(5), &HeadExtras::default());
 //! out.extend_from_slice(b"hello");
 //! assert!(out.starts_with(b"34f9ceee-cd52-4b7f-b197-88bf2f0ec378 1:1, HTTP/1.1 200 OK\r\n"));
 //! # Ok::<(), m2wsgi::Error>(())

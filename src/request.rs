@@ -1,7 +1,7 @@
 //! [`Request`]: a message from Mongrel2 handed to a handler, and the ways to answer it.
 
 use crate::body::Body;
-use crate::codec::response::{allows_body, encode_head, Framing};
+use crate::codec::response::{allows_body, encode_head, Framing, HeadExtras};
 use crate::conn_state::ConnState;
 use crate::error::{Error, Result};
 use crate::responder::{simple_response, Responder};
@@ -154,11 +154,6 @@ impl Request {
         headers: &HeaderMap,
         len: Option<u64>,
     ) -> Result<ResponseStream> {
-        let reason_ok = !reason.is_empty()
-            && reason
-                .iter()
-                .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f));
-        let reason = if reason_ok { Some(reason) } else { None };
         self.answered = true;
         let version = self.msg.version().unwrap_or(Version::HTTP_11);
         let body_ok = allows_body(self.msg.method(), status);
@@ -174,39 +169,31 @@ impl Request {
                 .get_all(CONNECTION)
                 .iter()
                 .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        // What the head needs beyond the caller's headers is appended to it: the caller's map is
-        // never copied.
+        // What the head needs beyond the caller's headers goes in as extras: the caller's map
+        // is never copied.
         let date = (!headers.contains_key(DATE)).then(|| http_date(SystemTime::now()));
         let connection = if headers.contains_key(CONNECTION) {
             None
         } else if wants_close && framing != Framing::Close {
-            Some(&b"close"[..])
+            Some("close")
         } else if version == Version::HTTP_10 && !wants_close {
-            Some(&b"keep-alive"[..])
+            Some("keep-alive")
         } else {
             None
         };
-        let head_length = len.filter(|_| {
+        let content_length = len.filter(|_| {
             framing == Framing::None
                 && self.msg.method() == Some(&http::Method::HEAD)
                 && !headers.contains_key(http::header::CONTENT_LENGTH)
         });
-        let extra = Extra {
-            date,
+        let extras = HeadExtras {
+            reason: Some(reason),
+            date: date.as_ref(),
             connection,
-            head_length,
+            content_length,
         };
         let mut buf = Vec::with_capacity(512);
-        encode_head(&mut buf, version, status, headers, framing);
-        extra.append_to_head(&mut buf);
-        if let Some(reason) = reason {
-            // "HTTP/1.x NNN " is 13 bytes; the standard reason runs to the first CRLF.
-            if let Some(end) = buf.windows(2).position(|w| w == b"\r\n") {
-                if end >= 13 && buf[13..end] != *reason {
-                    buf.splice(13..end, reason.iter().copied());
-                }
-            }
-        }
+        encode_head(&mut buf, version, status, headers, framing, &extras);
         Ok(ResponseStream::new(
             self.responder.clone(),
             buf,
@@ -261,41 +248,6 @@ impl Drop for Request {
         let out = simple_response(version, StatusCode::INTERNAL_SERVER_ERROR, true);
         let _ = self.responder.send(&out);
         let _ = self.responder.close();
-    }
-}
-
-/// Header lines a response head needs beyond the caller's headers, in this order.
-#[derive(Debug)]
-struct Extra {
-    date: Option<HeaderValue>,
-    connection: Option<&'static [u8]>,
-    /// `Content-Length` of a HEAD answer whose caller gave the length but not the header.
-    head_length: Option<u64>,
-}
-
-impl Extra {
-    /// Inserts the lines before the blank line that ends `head`.
-    fn append_to_head(&self, head: &mut Vec<u8>) {
-        if self.date.is_none() && self.connection.is_none() && self.head_length.is_none() {
-            return;
-        }
-        head.truncate(head.len() - 2);
-        if let Some(d) = &self.date {
-            head.extend_from_slice(b"Date: ");
-            head.extend_from_slice(d.as_bytes());
-            head.extend_from_slice(b"\r\n");
-        }
-        if let Some(c) = self.connection {
-            head.extend_from_slice(b"Connection: ");
-            head.extend_from_slice(c);
-            head.extend_from_slice(b"\r\n");
-        }
-        if let Some(n) = self.head_length {
-            head.extend_from_slice(b"Content-Length: ");
-            crate::tnetstring::write_decimal(head, n);
-            head.extend_from_slice(b"\r\n");
-        }
-        head.extend_from_slice(b"\r\n");
     }
 }
 

@@ -1,6 +1,6 @@
 //! [`Responder`]: what answers one client connection, from any thread.
 
-use crate::codec::response::{encode_head, encode_reply_prefix, Ctl, Framing};
+use crate::codec::response::{encode_head, encode_reply_prefix, Ctl, Framing, HeadExtras};
 use crate::codec::websocket::{encode_frame, Opcode};
 use crate::conn_state::ConnState;
 use crate::error::Result;
@@ -128,6 +128,7 @@ pub(crate) fn simple_response(version: Version, status: StatusCode, close: bool)
         status,
         &h,
         Framing::Length(body.len() as u64 + 1),
+        &HeadExtras::default(),
     );
     out.extend_from_slice(body.as_bytes());
     out.push(b'\n');

@@ -3,7 +3,7 @@
 
 use super::error::EncodeError;
 use crate::tnetstring::{write_decimal, write_integer, write_len_prefix, write_string};
-use http::header::{HeaderMap, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{StatusCode, Version};
 
 /// Most connection ids Mongrel2 accepts in one message (`limits.handler_targets`, default 128);
@@ -204,7 +204,33 @@ pub fn allows_body(method: Option<&http::Method>, status: StatusCode) -> bool {
         || status == StatusCode::NOT_MODIFIED)
 }
 
-/// Appends an HTTP/1.x response head: status line, `headers`, the framing header, blank line.
+/// What a response head carries beyond the status, the caller's headers and the framing: the
+/// parts a server adds. Written after the caller's headers, in field order. `Default` adds
+/// nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeadExtras<'a> {
+    /// The status line's reason phrase (a gateway passing on an application's own, such as
+    /// `Fine` in `200 Fine`). `None`, empty, or holding control bytes (CR, LF, ...): the
+    /// standard phrase.
+    pub reason: Option<&'a [u8]>,
+    /// A `Date` header value.
+    pub date: Option<&'a HeaderValue>,
+    /// A `Connection` header value (`close`, `keep-alive`).
+    pub connection: Option<&'static str>,
+    /// A `Content-Length` for an answer without a body whose length is known (a HEAD answer).
+    pub content_length: Option<u64>,
+}
+
+/// Whether `reason` can stand in a status line.
+fn valid_reason(reason: &[u8]) -> bool {
+    !reason.is_empty()
+        && reason
+            .iter()
+            .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+/// Appends an HTTP/1.x response head: status line, `headers`, the framing header, what
+/// `extras` adds, blank line.
 ///
 /// The status line's version follows the request (`HTTP/1.0` or `HTTP/1.1`). Header values are
 /// written as they are: `http::HeaderValue` cannot hold CR or LF, so no header can be injected.
@@ -216,6 +242,7 @@ pub fn encode_head(
     status: StatusCode,
     headers: &HeaderMap,
     framing: Framing,
+    extras: &HeadExtras<'_>,
 ) {
     out.extend_from_slice(if version == Version::HTTP_10 {
         b"HTTP/1.0 "
@@ -224,7 +251,10 @@ pub fn encode_head(
     });
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    match extras.reason.filter(|r| valid_reason(r)) {
+        Some(reason) => out.extend_from_slice(reason),
+        None => out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes()),
+    }
     out.extend_from_slice(b"\r\n");
     let keep_framing = framing == Framing::None;
     let mut has_connection = false;
@@ -249,6 +279,21 @@ pub fn encode_head(
         Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         Framing::Close if !has_connection => out.extend_from_slice(b"Connection: close\r\n"),
         Framing::Close | Framing::None => {}
+    }
+    if let Some(date) = extras.date {
+        out.extend_from_slice(b"Date: ");
+        out.extend_from_slice(date.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(c) = extras.connection {
+        out.extend_from_slice(b"Connection: ");
+        out.extend_from_slice(c.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(n) = extras.content_length {
+        out.extend_from_slice(b"Content-Length: ");
+        write_decimal(out, n);
+        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -354,6 +399,48 @@ mod tests {
     }
 
     #[test]
+    fn head_extras_follow_the_callers_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("x-app", HeaderValue::from_static("1"));
+        let date = HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT");
+        let mut out = Vec::new();
+        encode_head(
+            &mut out,
+            Version::HTTP_10,
+            StatusCode::OK,
+            &h,
+            Framing::None,
+            &HeadExtras {
+                reason: Some(b"Fine"),
+                date: Some(&date),
+                connection: Some("keep-alive"),
+                content_length: Some(12),
+            },
+        );
+        assert_eq!(
+            out,
+            b"HTTP/1.0 200 Fine\r\nX-App: 1\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
+              Connection: keep-alive\r\nContent-Length: 12\r\n\r\n"
+        );
+        for bad in [&b""[..], b"Fine\r\nX-Injected: 1", b"\x7f"] {
+            out.clear();
+            let extras = HeadExtras {
+                reason: Some(bad),
+                ..HeadExtras::default()
+            };
+            encode_head(
+                &mut out,
+                Version::HTTP_11,
+                StatusCode::OK,
+                &h,
+                Framing::None,
+                &extras,
+            );
+            assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n"), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn heads_and_chunks() {
         let mut h = HeaderMap::new();
         h.insert("content-type", HeaderValue::from_static("text/plain"));
@@ -365,6 +452,7 @@ mod tests {
             StatusCode::OK,
             &h,
             Framing::Length(5),
+            &HeadExtras::default(),
         );
         assert_eq!(
             out,
@@ -377,6 +465,7 @@ mod tests {
             StatusCode::NOT_FOUND,
             &HeaderMap::new(),
             Framing::Close,
+            &HeadExtras::default(),
         );
         assert_eq!(out, b"HTTP/1.0 404 Not Found\r\nConnection: close\r\n\r\n");
         out.clear();
@@ -386,6 +475,7 @@ mod tests {
             StatusCode::OK,
             &HeaderMap::new(),
             Framing::Chunked,
+            &HeadExtras::default(),
         );
         encode_chunk(&mut out, b"chunk1");
         encode_chunk(&mut out, b"");
