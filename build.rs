@@ -3,9 +3,9 @@
 //!
 //! - `-Wl,-rpath,<libdir>`: without it the dynamic loader may pick another `libpython3.x.so`
 //!   (Debian's, in `/lib`) than the one we compiled against, and none of the user's packages are
-//!   visible (embedding trap 1).
+//!   visible (`docs/wsgi.md`, trap 1).
 //! - `M2WSGI_PYTHON`: the build interpreter's `sys.executable`, the default `PyConfig.executable`
-//!   when no virtualenv is active (embedding trap 2).
+//!   when no virtualenv is active (`docs/wsgi.md`, trap 2).
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

@@ -81,7 +81,7 @@ start_hello() {
 url_hello() { echo "http://127.0.0.1:$PORT/hello"; }
 
 # The WSGI bridge: bench/seed/hello.py (the same 13 bytes) under the m2wsgi command, with
-# $WORKERS threads. (bench/wsgi.sh compares it with the seed m2wsgi and the raw handler.)
+# $WORKERS threads. (bench/wsgi.sh compares it with the Python m2wsgi 0.5.2 and the raw handler.)
 M2WSGI_BIN="$REPO/target/release/m2wsgi"
 declare_wsgi() { add_handler wsgi /wsgi; }
 start_wsgi() {

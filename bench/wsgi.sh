@@ -2,7 +2,7 @@
 # End-to-end WSGI benchmark through a real Mongrel2, on loopback:
 #
 #   hello world (bench/seed/hello.py, 13 bytes) served by
-#     seed-N    the seed m2wsgi 0.5.2 (Python 2, bench/seed/setup.sh), --num-threads=N
+#     seed-N    the Python m2wsgi 0.5.2 that this project succeeds (Python 2, bench/seed/setup.sh), --num-threads=N
 #     m2wsgi-N  this crate's m2wsgi command, --num-threads N
 #     rust-N    the raw Rust handler examples/hello.rs, --workers N
 #   for N in 1 and 4, interleaved over several rounds (medians reported; these 2-core machines
@@ -12,7 +12,7 @@
 #   a time by the app) through m2wsgi, and its peak RSS (VmHWM).
 #
 # Usage: bench/wsgi.sh [--rounds N] [--duration SECS] [--connections C] [--no-seed] [--no-memory]
-# Goals: m2wsgi >= 3x the seed's best, >= 0.7x raw Rust; peak RSS <= 64 MiB.
+# Goals: m2wsgi >= 3x the best of the Python m2wsgi 0.5.2, >= 0.7x raw Rust; peak RSS <= 64 MiB.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -48,7 +48,7 @@ M2WSGI="$REPO/target/release/m2wsgi"
 HELLO="$REPO/target/release/examples/hello"
 SEED_PY="$REPO/.bench/seed/venv/bin/python"
 if [[ "$SEED" -eq 1 && ! -x "$SEED_PY" ]]; then
-    say "setting up the seed (bench/seed/setup.sh)"
+    say "setting up the Python m2wsgi 0.5.2 (bench/seed/setup.sh)"
     bash bench/seed/setup.sh >&2
 fi
 
@@ -196,7 +196,7 @@ echo
 echo "ratios: of the medians | median of the per-round ratios"
 if [[ "$SEED" -eq 1 ]]; then
     best_seed="$(printf '%s\n' "${MED[seed-1]}" "${MED[seed-4]}" | sort -n | tail -1)"
-    echo "m2wsgi best / seed best:  $(ratio "$best_m2" "$best_seed")x | $(med_ratio "$RATIO_SEED")x   (goal >= 3)"
+    echo "m2wsgi best / m2wsgi-0.5.2 best:  $(ratio "$best_m2" "$best_seed")x | $(med_ratio "$RATIO_SEED")x   (goal >= 3)"
 fi
 echo "m2wsgi-1 / rust-1:        $(ratio "${MED[m2wsgi-1]}" "${MED[rust-1]}")x | $(med_ratio "$RATIO_RUST1")x   (goal >= 0.7)"
 echo "m2wsgi-4 / rust-4:        $(ratio "${MED[m2wsgi-4]}" "${MED[rust-4]}")x | $(med_ratio "$RATIO_RUST4")x   (goal >= 0.7)"

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Build the environment for the OLD Python-2 m2wsgi 0.5.2 ("the seed"), used as a
+# Build the environment for the OLD Python-2 m2wsgi 0.5.2 (the Python m2wsgi that this project succeeds), used as a
 # baseline in side-by-side benchmarks. Idempotent: each step is skipped when its
 # result is already there. Everything goes under $REPO/.bench/seed (gitignored).
 #
-# Recipe (shared/ANCHORS.md, "Running the seed"): Python 2.7.18 from pyenv;
+# Recipe (worked out on Debian with pyenv): Python 2.7.18 from pyenv;
 # virtualenv 20.15.1 installed with --target using the 2.7 interpreter; a
 # virtualenv made from it; pyzmq 19.0.2 (2.7 wheel, bundles libzmq 4.3.2); the
 # m2wsgi 0.5.2 sdist downloaded and installed with the 2.7 pip.

@@ -299,7 +299,7 @@ pub fn encode_head(
 }
 
 /// Writes a header name in the usual title case (`content-type` → `Content-Type`), as clients
-/// and the seed expect to read it; names are case-insensitive either way.
+/// and the Python m2wsgi 0.5.2 (which this project succeeds) expect to read it; names are case-insensitive either way.
 fn write_header_name(out: &mut Vec<u8>, name: &str) {
     let mut up = true;
     for &b in name.as_bytes() {

@@ -55,7 +55,7 @@ impl ConnectionBuilder {
 
 impl ConnectionBuilder {
     /// Mongrel2's `recv_spec`, where replies go. Default: the host of `send_spec` with the port
-    /// one lower (as the seed m2wsgi did).
+    /// one lower (as the Python m2wsgi 0.5.2 did).
     pub fn recv_spec(mut self, spec: impl Into<String>) -> Self {
         self.recv_spec = Some(spec.into());
         self
