@@ -1,8 +1,9 @@
 //! Everything that touches ZeroMQ, and nothing else does.
 //!
 //! - `builder`: [`ConnectionBuilder`], the options of a connection and the sockets it opens.
-//! - `connection`: [`Connection`], receiving (PULL from Mongrel2, or DEALER to a device) and
-//!   sending (XPUB to Mongrel2), with the worker side of the device protocol.
+//! - `connection`: [`Connection`], its state and the sending side (XPUB to Mongrel2).
+//! - `receive`: the receiving side (PULL from Mongrel2, or DEALER to a device, with the worker
+//!   side of the device protocol).
 //! - `link`: telling a Mongrel2 restart from the sockets (the connection's *epoch*), so that no
 //!   reply ever reaches a client it was not for.
 //! - `device`: [`Device`], the ready-based dispatcher in front of several worker processes.
@@ -15,6 +16,7 @@ mod connection;
 mod device;
 mod link;
 mod protocol;
+mod receive;
 mod scheduler;
 mod socket;
 

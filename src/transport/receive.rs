@@ -1,0 +1,298 @@
+//! The receiving side of a [`Connection`]: waiting for Mongrel2's subscription, reading
+//! requests (from Mongrel2 directly, or from a device with the worker side of its protocol),
+//! watching for restarts, and stopping.
+
+use super::connection::{Connection, Rx};
+use super::link::read_link_events;
+use super::protocol::{DeviceFlag, WorkerMsg};
+use super::socket::{attach, remaining, zerr, Frame};
+use crate::error::Result;
+use crate::Message;
+use bytes::Bytes;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// How often a worker behind a device repeats its `READY` (the device's liveness signal).
+const HEARTBEAT: Duration = Duration::from_millis(500);
+/// How often to warn, after the first time, that Mongrel2 has not subscribed yet.
+const SUBSCRIBE_WARN: Duration = Duration::from_secs(10);
+/// The longest a receive wait goes without looking at the reply socket's subscriptions and the
+/// request socket's connection events.
+const SERVICE_MS: i64 = 100;
+/// How often a busy receiver looks at the reply socket's subscriptions.
+const SERVICE_EVERY: Duration = Duration::from_millis(10);
+
+impl Connection {
+    /// Waits up to `timeout` for the next message and decodes it.
+    ///
+    /// Returns `Ok(None)` on timeout, when interrupted by a signal, and once
+    /// [`stop_receiving`](Connection::stop_receiving) has been called and the prefetched
+    /// messages are drained; the caller then checks its stop flag. A thread is never stuck here
+    /// longer than `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::Parse`](crate::Error::Parse) for a malformed frame (the frame is consumed: call again for the next),
+    /// [`Error::Socket`](crate::Error::Socket) when ZeroMQ fails.
+    pub fn recv(&self, timeout: Duration) -> Result<Option<Message>> {
+        match self.recv_frame(timeout)? {
+            Some(frame) => Ok(Some(Message::decode_with(frame, &self.inner.limits)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Like [`recv`](Connection::recv), without decoding.
+    ///
+    /// # Errors
+    /// [`Error::Socket`](crate::Error::Socket) when ZeroMQ fails.
+    pub fn recv_frame(&self, timeout: Duration) -> Result<Option<Bytes>> {
+        let deadline = Instant::now() + timeout;
+        let mut rx = self.inner.rx.lock();
+        if rx.sock.is_none() {
+            return Ok(None);
+        }
+        if !rx.attached {
+            if rx.stopped || !self.wait_subscribed(&mut rx, deadline)? {
+                return Ok(None);
+            }
+            let spec = self.inner.device.as_ref().unwrap_or(&self.inner.send);
+            if let Some(s) = rx.sock.as_ref() {
+                attach(s, spec)?;
+            }
+            rx.attached = true;
+        }
+        if self.inner.device.is_some() {
+            return self.recv_device(&mut rx, deadline);
+        }
+        self.recv_direct(&mut rx, deadline)
+    }
+
+    /// Looks at the request socket's connection events and the reply socket's subscriptions;
+    /// advances the epoch and applies a new subscription when it is safe. Called by the
+    /// receiving thread.
+    fn service(&self, rx: &mut Rx) -> Result<()> {
+        rx.serviced = Instant::now();
+        let link = rx
+            .monitor
+            .as_ref()
+            .map(read_link_events)
+            .unwrap_or_default();
+        let mut pb = self.inner.publ.lock();
+        if link.disconnected {
+            self.inner
+                .epoch
+                .advance("the request socket lost its connection to Mongrel2");
+            rx.stale = true;
+            pb.hold_for_request_side(true);
+        }
+        if link.connected && rx.stale {
+            rx.stale = false;
+            pb.hold_for_request_side(false);
+        }
+        pb.service(&self.inner.epoch);
+        Ok(())
+    }
+
+    fn recv_direct(&self, rx: &mut Rx, deadline: Instant) -> Result<Option<Bytes>> {
+        loop {
+            // Off the hot path: the monitor is read when it has news, the subscriptions every
+            // few milliseconds (a new subscription waits for this code in any case).
+            if rx.serviced.elapsed() >= SERVICE_EVERY {
+                self.service(rx)?;
+            }
+            let (Some(pull), Some(mon)) = (rx.sock.as_ref(), rx.monitor.as_ref()) else {
+                return Ok(None);
+            };
+            let mut items = [
+                pull.as_poll_item(zmq::POLLIN),
+                mon.as_poll_item(zmq::POLLIN),
+            ];
+            match zmq::poll(&mut items, remaining(deadline).min(SERVICE_MS)) {
+                Ok(_) => {}
+                Err(zmq::Error::EINTR) => return Ok(None),
+                Err(e) => return Err(zerr("poll")(e)),
+            }
+            let (data, news) = (items[0].is_readable(), items[1].is_readable());
+            if news {
+                self.service(rx)?;
+            }
+            if data {
+                let Some(pull) = rx.sock.as_ref() else {
+                    return Ok(None);
+                };
+                match pull.recv_msg(zmq::DONTWAIT) {
+                    Ok(m) => {
+                        if rx.stale {
+                            // A new server's handshake is reported before its first message,
+                            // so look once more before judging where this one came from.
+                            self.service(rx)?;
+                        }
+                        if !rx.stale {
+                            return Ok(Some(Bytes::from_owner(Frame(m))));
+                        }
+                        tracing::debug!("dropping a message from a Mongrel2 that has gone away");
+                    }
+                    Err(zmq::Error::EAGAIN) => {}
+                    Err(zmq::Error::EINTR) => return Ok(None),
+                    Err(e) => return Err(zerr("recv")(e)),
+                }
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Waits until Mongrel2's SUB socket has subscribed to our reply socket (an XPUB, which sees
+    /// subscriptions), or until `deadline`.
+    fn wait_subscribed(&self, rx: &mut Rx, deadline: Instant) -> Result<bool> {
+        loop {
+            {
+                let mut pb = self.inner.publ.lock();
+                pb.service(&self.inner.epoch);
+                if pb.live {
+                    return Ok(true);
+                }
+                pb.poll(remaining(deadline).min(50))?;
+                pb.service(&self.inner.epoch);
+                if pb.live {
+                    return Ok(true);
+                }
+            }
+            if Instant::now() >= rx.next_warn {
+                rx.next_warn = Instant::now() + SUBSCRIBE_WARN;
+                tracing::warn!(
+                    "Mongrel2 has not subscribed to the reply socket {} yet: is it running, and \
+                     is this its recv_spec? Not taking requests from {} until it does.",
+                    self.inner.recv,
+                    self.inner.device.as_ref().unwrap_or(&self.inner.send)
+                );
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+        }
+    }
+
+    fn announce(&self, rx: &mut Rx, force: bool) -> Result<()> {
+        if rx.stopped {
+            return Ok(());
+        }
+        let cap = self.inner.capacity.load(Ordering::SeqCst);
+        let due = match rx.announced {
+            None => true,
+            Some((c, s, at)) => force || c != cap || s != rx.seen || at.elapsed() >= HEARTBEAT,
+        };
+        if !due {
+            return Ok(());
+        }
+        if let Some(sock) = rx.sock.as_ref() {
+            let msg = WorkerMsg::Ready {
+                free: i64::try_from(cap).unwrap_or(i64::MAX),
+                seen: rx.seen,
+            };
+            match sock.send(msg.encode(), zmq::DONTWAIT) {
+                Ok(()) | Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {}
+                Err(e) => return Err(zerr("send")(e)),
+            }
+        }
+        rx.announced = Some((cap, rx.seen, Instant::now()));
+        Ok(())
+    }
+
+    fn recv_device(&self, rx: &mut Rx, deadline: Instant) -> Result<Option<Bytes>> {
+        loop {
+            self.service(rx)?;
+            self.announce(rx, false)?;
+            let (Some(sock), Some(wake)) = (rx.sock.as_ref(), rx.wake.as_ref()) else {
+                return Ok(None);
+            };
+            let wait = remaining(deadline).min(HEARTBEAT.as_millis() as i64);
+            let mut items = [
+                sock.as_poll_item(zmq::POLLIN),
+                wake.as_poll_item(zmq::POLLIN),
+            ];
+            match zmq::poll(&mut items, wait) {
+                Ok(_) | Err(zmq::Error::EINTR) => {}
+                Err(e) => return Err(zerr("poll")(e)),
+            }
+            let (data, woken) = (items[0].is_readable(), items[1].is_readable());
+            if woken {
+                while wake.recv_msg(zmq::DONTWAIT).is_ok() {}
+            }
+            if data {
+                match sock.recv_multipart(zmq::DONTWAIT) {
+                    Ok(mut parts) if parts.len() == 2 => {
+                        let frame = parts.pop().unwrap_or_default();
+                        match DeviceFlag::parse(&parts[0]) {
+                            Some(DeviceFlag::Reset) => {
+                                // Everything the device sent before this came from a Mongrel2
+                                // that is gone; the device dropped what it still held.
+                                self.inner
+                                    .epoch
+                                    .advance("the device lost its connection to Mongrel2");
+                                let mut pb = self.inner.publ.lock();
+                                pb.device_reset();
+                                pb.service(&self.inner.epoch);
+                            }
+                            Some(flag) => {
+                                if flag == DeviceFlag::Assigned {
+                                    rx.seen += 1;
+                                }
+                                return Ok(Some(Bytes::from(frame)));
+                            }
+                            None => tracing::warn!(
+                                "ignoring a message from the device with an unknown flag"
+                            ),
+                        }
+                    }
+                    Ok(parts) => {
+                        tracing::warn!("ignoring a {}-part message from the device", parts.len())
+                    }
+                    Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {}
+                    Err(e) => return Err(zerr("recv")(e)),
+                }
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Stops taking new requests: disconnects (or unbinds) the request socket so Mongrel2 sends
+    /// the next ones to other handlers (behind a [`Device`](crate::Device): tells the device, which then sends
+    /// only messages for clients this process already serves). Messages already received stay
+    /// readable: keep calling [`recv`](Connection::recv) until it returns `None`.
+    pub fn stop_receiving(&self) {
+        let mut rx = self.inner.rx.lock();
+        if rx.stopped {
+            return;
+        }
+        rx.stopped = true;
+        if !rx.attached {
+            return;
+        }
+        let Some(sock) = rx.sock.as_ref() else {
+            return;
+        };
+        if self.inner.device.is_some() {
+            let _ = sock.send(WorkerMsg::Bye.encode(), zmq::DONTWAIT);
+            return;
+        }
+        let spec = &self.inner.send;
+        let r = if spec.is_bind() {
+            sock.unbind(spec.endpoint())
+        } else {
+            sock.disconnect(spec.endpoint())
+        };
+        if let Err(e) = r {
+            tracing::debug!("disconnecting {}: {e}", spec.endpoint());
+        }
+    }
+
+    /// Closes the request socket for good; later `recv` calls return `None`.
+    pub fn close_receiving(&self) {
+        let mut rx = self.inner.rx.lock();
+        rx.stopped = true;
+        rx.sock.take();
+    }
+}
