@@ -11,7 +11,12 @@
 #   then memory: 1 GiB downloaded (download.flow_control=1) and 1 GiB uploaded (read 64 KiB at
 #   a time by the app) through m2wsgi, and its peak RSS (VmHWM).
 #
+#   With --baseline REV, the m2wsgi command and the raw Rust handler of git revision REV are built
+#   too (in .bench/baseline) and measured in the same rounds as base-m2wsgi-N and base-rust-N,
+#   so a change is judged against its parent in one run.
+#
 # Usage: bench/wsgi.sh [--rounds N] [--duration SECS] [--connections C] [--no-seed] [--no-memory]
+#                      [--baseline REV]
 # Goals: m2wsgi >= 3x the best of the Python m2wsgi 0.5.2, >= 0.7x raw Rust; peak RSS <= 64 MiB.
 set -euo pipefail
 
@@ -21,6 +26,7 @@ DURATION=10
 CONNS=32
 SEED=1
 MEMORY=1
+BASELINE=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --rounds) ROUNDS="$2"; shift 2 ;;
@@ -28,7 +34,8 @@ while [[ $# -gt 0 ]]; do
         --connections) CONNS="$2"; shift 2 ;;
         --no-seed) SEED=0; shift ;;
         --no-memory) MEMORY=0; shift ;;
-        -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        --baseline) BASELINE="$2"; shift 2 ;;
+        -h|--help) sed -n '2,23p' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) echo "wsgi.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -46,6 +53,17 @@ say "building (release, --features wsgi) against $PYO3_PYTHON"
 cargo build -q --release --features wsgi --bin m2wsgi --example hello
 M2WSGI="$REPO/target/release/m2wsgi"
 HELLO="$REPO/target/release/examples/hello"
+if [[ -n "$BASELINE" ]]; then
+    BASE_SRC="$REPO/.bench/baseline/src"
+    rm -rf "$BASE_SRC" && mkdir -p "$BASE_SRC"
+    git -C "$REPO" archive "$BASELINE" | tar -x -C "$BASE_SRC"
+    say "building the baseline $BASELINE ($(git -C "$REPO" rev-parse --short "$BASELINE"))"
+    # The baseline's examples may need the cli feature (newer trees); older ones have none.
+    (cd "$BASE_SRC" && CARGO_TARGET_DIR="$REPO/.bench/baseline/target" cargo build -q --release \
+        --features wsgi --bin m2wsgi --example hello)
+    BASE_M2WSGI="$REPO/.bench/baseline/target/release/m2wsgi"
+    BASE_HELLO="$REPO/.bench/baseline/target/release/examples/hello"
+fi
 SEED_PY="$REPO/.bench/seed/venv/bin/python"
 if [[ "$SEED" -eq 1 && ! -x "$SEED_PY" ]]; then
     say "setting up the Python m2wsgi 0.5.2 (bench/seed/setup.sh)"
@@ -113,7 +131,12 @@ start_handler() { # name
                     >"$WORK/h.out" 2>&1 & ;;
         m2wsgi-*) env -u VIRTUAL_ENV "$M2WSGI" --pythonpath "$REPO/bench/seed" --num-threads "$n" \
                     --log-level warn hello:app "$SEND" "$RECV" >"$WORK/h.out" 2>&1 & ;;
-        rust-*) RUST_LOG=warn "$HELLO" "$SEND" "$RECV" --workers "$n" >"$WORK/h.out" 2>&1 & ;;
+        rust-*) RUST_LOG=warn M2WSGI_LOG=warn "$HELLO" "$SEND" "$RECV" --workers "$n" \
+                    >"$WORK/h.out" 2>&1 & ;;
+        base-m2wsgi-*) env -u VIRTUAL_ENV "$BASE_M2WSGI" --pythonpath "$REPO/bench/seed" \
+                    --num-threads "$n" --log-level warn hello:app "$SEND" "$RECV" >"$WORK/h.out" 2>&1 & ;;
+        base-rust-*) RUST_LOG=warn M2WSGI_LOG=warn "$BASE_HELLO" "$SEND" "$RECV" --workers "$n" \
+                    >"$WORK/h.out" 2>&1 & ;;
     esac
     HPID=$!
     for _ in $(seq 200); do
@@ -159,11 +182,13 @@ median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print 0; else if (NR%2) pri
 
 PEERS=(m2wsgi-1 rust-1 m2wsgi-4 rust-4)
 [[ "$SEED" -eq 1 ]] && PEERS=(seed-1 seed-4 "${PEERS[@]}")
+[[ -n "$BASELINE" ]] && PEERS+=(base-m2wsgi-1 base-rust-1 base-m2wsgi-4 base-rust-4)
 declare -A RESULTS
 write_config 0
 say "hello world: ${#PEERS[@]} peers x $ROUNDS rounds, wrk -t1 -c$CONNS -d${DURATION}s, $(nproc) cores"
 declare -A CPU ROUND
 RATIO_RUST1=""; RATIO_RUST4=""; RATIO_SEED=""
+declare -A RATIO_BASE
 for round in $(seq "$ROUNDS"); do
     for p in "${PEERS[@]}"; do
         read -r r c <<<"$(measure "$p")"
@@ -173,6 +198,11 @@ for round in $(seq "$ROUNDS"); do
         ROUND[$p]="$r"
     done
     # Peers measured back to back in one round: their ratios are the least noisy figure.
+    if [[ -n "$BASELINE" ]]; then
+        for q in m2wsgi-1 rust-1 m2wsgi-4 rust-4; do
+            RATIO_BASE[$q]+="$(awk -v a="${ROUND[$q]}" -v b="${ROUND[base-$q]}" 'BEGIN {printf "%.4f", a / b}') "
+        done
+    fi
     RATIO_RUST1+="$(awk -v a="${ROUND[m2wsgi-1]}" -v b="${ROUND[rust-1]}" 'BEGIN {printf "%.4f", a / b}') "
     RATIO_RUST4+="$(awk -v a="${ROUND[m2wsgi-4]}" -v b="${ROUND[rust-4]}" 'BEGIN {printf "%.4f", a / b}') "
     if [[ "$SEED" -eq 1 ]]; then
@@ -182,12 +212,12 @@ for round in $(seq "$ROUNDS"); do
     fi
 done
 
-printf '\n%-10s %12s %14s   %s\n' peer "median req/s" "CPU us/req" "runs (req/s)"
+printf '\n%-14s %12s %14s   %s\n' peer "median req/s" "CPU us/req" "runs (req/s)"
 declare -A MED
 for p in "${PEERS[@]}"; do
     MED[$p]="$(tr ' ' '\n' <<<"${RESULTS[$p]}" | grep -v '^$' | median)"
     cpu="$(tr ' ' '\n' <<<"${CPU[$p]}" | grep -v '^$' | median)"
-    printf '%-10s %12.0f %14.1f   %s\n' "$p" "${MED[$p]}" "$cpu" "${RESULTS[$p]}"
+    printf '%-14s %12.0f %14.1f   %s\n' "$p" "${MED[$p]}" "$cpu" "${RESULTS[$p]}"
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 med_ratio() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median | awk '{printf "%.2f", $1}'; }
@@ -200,6 +230,12 @@ if [[ "$SEED" -eq 1 ]]; then
 fi
 echo "m2wsgi-1 / rust-1:        $(ratio "${MED[m2wsgi-1]}" "${MED[rust-1]}")x | $(med_ratio "$RATIO_RUST1")x   (goal >= 0.7)"
 echo "m2wsgi-4 / rust-4:        $(ratio "${MED[m2wsgi-4]}" "${MED[rust-4]}")x | $(med_ratio "$RATIO_RUST4")x   (goal >= 0.7)"
+if [[ -n "$BASELINE" ]]; then
+    for q in m2wsgi-1 rust-1 m2wsgi-4 rust-4; do
+        printf '%-26s %sx | %sx   (goal >= 1, within noise)\n' "$q / base-$q ($BASELINE):" \
+            "$(ratio "${MED[$q]}" "${MED[base-$q]}")" "$(med_ratio "${RATIO_BASE[$q]}")"
+    done
+fi
 echo "($(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
 
 if [[ "$MEMORY" -eq 1 ]]; then
