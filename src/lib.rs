@@ -25,6 +25,8 @@
 //!   stream with flow control, read uploads in place), `Server` (N workers, fair dispatch,
 //!   graceful drain) and `Device` (one Mongrel2, several handler processes).
 //! - With feature `wsgi`: the PEP 3333 bridge and the `m2wsgi` command.
+//! - With feature `testing`: [`testing`](crate::testing), Mongrel2's exact frames and a fake
+//!   Mongrel2, to unit-test a handler without running Mongrel2.
 //!
 //! A complete native handler (feature `runtime`) is in the README and in `examples/hello.rs`.
 //! - `wsgi` (feature `wsgi`): a PEP 3333 bridge serving Python WSGI applications, embedding
@@ -58,6 +60,10 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+// `m2wsgi::` paths inside the crate: `testing.rs` is also compiled into the integration tests'
+// support tree (tests/support/mod.rs), where `crate::` would be the test crate.
+extern crate self as m2wsgi;
+
 pub mod codec;
 #[cfg(feature = "config-db")]
 #[cfg_attr(docsrs, doc(cfg(feature = "config-db")))]
@@ -72,6 +78,9 @@ mod request;
 #[cfg(feature = "runtime")]
 mod server;
 mod spec;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 pub mod tnetstring;
 #[cfg(feature = "runtime")]
 #[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
