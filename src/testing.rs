@@ -270,11 +270,31 @@ impl RequestBuilder {
         self.set(name, value)
     }
 
-    /// Sets a repeated header: Mongrel2 sends it as a list (at most 5 values).
+    /// Sets a header from its values as Mongrel2 sends them: several (a repeated header, at
+    /// most 5) as a list, a single one as a string.
     pub fn header_values(mut self, name: &str, values: &[&[u8]]) -> Self {
-        let v = HeaderValue::Many(values.iter().map(|v| v.to_vec()).collect());
+        let v = match values {
+            [one] => HeaderValue::One(one.to_vec()),
+            _ => HeaderValue::Many(values.iter().map(|v| v.to_vec()).collect()),
+        };
         self.put(name, v);
         self
+    }
+
+    /// Sets `METHOD`.
+    pub fn method(self, method: &str) -> Self {
+        self.set("METHOD", method)
+    }
+
+    /// The value set for header or Mongrel2 key `name`, if it is a single string.
+    pub fn value_of(&self, name: &str) -> Option<&[u8]> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k == name.as_bytes())
+            .and_then(|(_, v)| match v {
+                HeaderValue::One(s) => Some(s.as_slice()),
+                HeaderValue::Many(_) => None,
+            })
     }
 
     /// Removes a header or Mongrel2 key.

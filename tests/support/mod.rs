@@ -17,3 +17,5 @@ pub mod runtime;
 #[cfg(feature = "runtime")]
 #[path = "../../src/testing.rs"]
 pub mod testing;
+#[cfg(feature = "wsgi")]
+pub mod wsgi;
