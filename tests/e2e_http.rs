@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::mongrel2::{curl, Handler, Mongrel2};
-use support::process::{dechunk, raw_http, read_response, read_until_close, Proc};
+use support::process::{dechunk, raw_http, read_response, read_until_close, wait_until, Proc};
 use support::runtime::{builder, InProcess};
 
 const T: Duration = Duration::from_secs(10);
@@ -197,6 +197,10 @@ fn disconnect_notice_reaches_a_streaming_producer() {
         stopped.load(Ordering::SeqCst),
         "producer still running 5 s after the client left"
     );
+    wait_until(Duration::from_secs(5), || {
+        notices.load(Ordering::SeqCst) >= 1
+    });
+    // A duplicate notice would come right behind the first.
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
         notices.load(Ordering::SeqCst),

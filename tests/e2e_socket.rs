@@ -145,7 +145,7 @@ fn websocket_echo_ping_close() {
 
 #[test]
 fn websocket_chat_broadcasts_to_every_member() {
-    let (m2, _p) = start("websocket", &["/ws", "/chat"]);
+    let (m2, p) = start("websocket", &["/ws", "/chat"]);
     let mut members: Vec<Ws> = (0..3).map(|_| Ws::connect(&m2, "/chat")).collect();
     members[1].send(Opcode::Text, b"hi all");
     for m in &mut members {
@@ -157,7 +157,11 @@ fn websocket_chat_broadcasts_to_every_member() {
     }
     // One leaves by hanging up; the others still get messages.
     drop(members.remove(0));
-    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        p.wait_for_log("left the chat", Duration::from_secs(5)),
+        "{}",
+        p.log()
+    );
     members[0].send(Opcode::Binary, b"\x00\x01bye");
     for m in &mut members {
         assert_eq!(m.recv().payload, b"\x00\x01bye");

@@ -257,6 +257,21 @@ impl Drop for Proc {
     }
 }
 
+/// Polls `cond` every 10 ms until it holds (true) or `timeout` passes (false): the way to wait
+/// for something to happen instead of sleeping a fixed time.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Sends `request` on a new loopback connection and reads until the server closes or `timeout`
 /// passes. Returns what was read and whether the server closed the connection.
 pub fn raw_http(addr: SocketAddr, request: &[u8], timeout: Duration) -> (Vec<u8>, bool) {
