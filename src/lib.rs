@@ -25,7 +25,7 @@
 //!   stream with flow control, read uploads in place), `Server` (N workers, fair dispatch,
 //!   graceful drain) and `Device` (one Mongrel2, several handler processes).
 //! - With feature `wsgi`: the PEP 3333 bridge and the `m2wsgi` command.
-//! - With feature `testing`: [`testing`](crate::testing), Mongrel2's exact frames and a fake
+//! - With feature `testing`: `testing`, Mongrel2's exact frames and a fake
 //!   Mongrel2, to unit-test a handler without running Mongrel2.
 //!
 //! A complete native handler (feature `runtime`) is in the README and in `examples/hello.rs`.

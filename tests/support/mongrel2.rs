@@ -952,7 +952,7 @@ impl Mongrel2 {
         let child = Command::new(&self.mongrel2)
             .arg(DB_FILE) // relative: opened before the chroot, and again on reload inside it
             .arg(&self.server_uuid)
-            .current_dir(&self.dir.path())
+            .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
@@ -1027,7 +1027,7 @@ impl Mongrel2 {
         }
         self.chrooted = fs::read_link(format!("/proc/{pid}/root"))
             .ok()
-            .and_then(|root| Some(root == fs::canonicalize(&self.dir.path()).ok()?))
+            .and_then(|root| Some(root == fs::canonicalize(self.dir.path()).ok()?))
             .unwrap_or(false);
     }
 
