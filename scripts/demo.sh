@@ -34,7 +34,10 @@ export PYO3_PYTHON
 # 2. The command.
 say "building m2wsgi (cargo build --release --features wsgi) against $PYO3_PYTHON"
 (cd "$REPO" && cargo build --release --features wsgi --bin m2wsgi)
-M2WSGI="$REPO/target/release/m2wsgi"
+# Where cargo put it: CARGO_TARGET_DIR when set (relative to the repo, where cargo ran).
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+[[ "$TARGET_DIR" == /* ]] || TARGET_DIR="$REPO/$TARGET_DIR"
+M2WSGI="$TARGET_DIR/release/m2wsgi"
 
 # 3. A Mongrel2 configuration in a fresh chroot directory.
 free_port() {

@@ -2,8 +2,10 @@
 # The project's test command: what the README tells you to run and what CI runs.
 #
 # Installs what is missing (Mongrel2, a C++ compiler, the Python venv, cargo-fuzz), then runs the whole
-# suite: the codec alone (no libzmq, no Python), the runtime against a real Mongrel2, the WSGI
-# bridge against real Flask/Django apps, and a short fuzz smoke over the committed corpus.
+# suite: the codec alone (no libzmq, no Python), the runtime against the fake Mongrel2 of
+# `m2wsgi::testing`, every end-to-end suite (feature `e2e`: a real Mongrel2, curl; with `wsgi`:
+# the WSGI bridge against real Flask/Django apps), and a short fuzz smoke over the committed
+# corpus. The e2e suites are named explicitly, so a missing tool is a failure, never a skip.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -14,10 +16,12 @@ export PYO3_PYTHON
 
 echo "== codec only (no default features: no libzmq, no Python)"
 cargo test --no-default-features --lib --tests
-echo "== default features and the device command (runtime + config-db + cli, real Mongrel2)"
-cargo test --features cli
-echo "== --features wsgi (the Python bridge and the m2wsgi command)"
-cargo test --features wsgi
+echo "== default features + testing (the fake Mongrel2 of m2wsgi::testing; no external tools)"
+cargo test --features testing
+echo "== e2e (real Mongrel2, m2sh, sqlite3, curl)"
+cargo test --features e2e
+echo "== e2e + wsgi (the Python bridge and the m2wsgi command, real Flask/Django apps)"
+cargo test --features e2e,wsgi,testing
 echo "== fuzz smoke"
 bash scripts/fuzz-smoke.sh
 echo "== the README's demo command, in check mode (real Mongrel2 + example WSGI apps, curl)"

@@ -26,6 +26,7 @@
 //! | answering (`runtime`) | `request.rs`, `responder.rs`, `response_stream.rs`, `body.rs`, [`upload`] | [`Request`], [`Responder`], [`ResponseStream`], [`Body`], upload checks ([`UploadPolicy`], [`UploadRefusal`]) |
 //! | serving (`runtime`) | `server.rs`, `dispatcher.rs`, `worker.rs` | [`Server`]: one dispatcher thread, N workers, fair dispatch, graceful drain |
 //! | WSGI (`wsgi`) | `wsgi/` | the PEP 3333 bridge over PyO3 and the `m2wsgi` command |
+//! | testing kit (`testing`) | `testing/` | Mongrel2's exact frames and a fake Mongrel2, to unit-test a handler without Mongrel2 |
 //!
 //! Errors are one [`Error`] with typed causes ([`ParseError`], [`ConfigError`],
 //! [`UploadRefusal`], ...). With feature `runtime` the `zmq` crate builds libzmq from source
@@ -60,6 +61,10 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+// `m2wsgi::` paths inside the crate: `testing.rs` is also compiled into the integration tests'
+// support tree (tests/support/mod.rs), where `crate::` would be the test crate.
+extern crate self as m2wsgi;
+
 #[cfg(feature = "runtime")]
 mod body;
 pub mod codec;
@@ -80,6 +85,9 @@ mod response_stream;
 #[cfg(feature = "runtime")]
 mod server;
 mod spec;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 pub mod tnetstring;
 #[cfg(feature = "runtime")]
 mod transport;

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::mongrel2::{curl, Handler, Mongrel2};
-use support::process::{dechunk, raw_http, read_response, read_until_close, Proc};
+use support::process::{dechunk, raw_http, read_response, read_until_close, wait_until, Proc};
 use support::runtime::{builder, InProcess};
 
 const T: Duration = Duration::from_secs(10);
@@ -87,9 +87,9 @@ fn keep_alive_http10_and_head() {
         s.write_all(b"GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .unwrap();
         let r = read_response(&mut s, false, T);
-        assert_eq!(r.status(), 200, "{}", r.head);
+        assert_eq!(r.status, 200, "{}", r.head_str());
         assert_eq!(r.body, b"Hello, world!");
-        assert_eq!(r.header("connection"), None, "{}", r.head);
+        assert_eq!(r.header("connection"), None, "{}", r.head_str());
     }
 
     // HEAD: the length of the body that GET would send, and no body; the connection stays
@@ -97,8 +97,8 @@ fn keep_alive_http10_and_head() {
     s.write_all(b"HEAD /hello HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let r = read_response(&mut s, true, T);
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.header("content-length"), Some("13"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header_str("content-length").as_deref(), Some("13"));
     s.write_all(b"GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let r = read_response(&mut s, false, T);
@@ -121,8 +121,8 @@ fn keep_alive_http10_and_head() {
     s.write_all(b"GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
         .unwrap();
     let r = read_response(&mut s, false, T);
-    assert!(r.head.starts_with("HTTP/1.0 200 OK"), "{}", r.head);
-    assert_eq!(r.header("connection"), Some("keep-alive"));
+    assert!(r.head.starts_with(b"HTTP/1.0 200 OK"), "{}", r.head_str());
+    assert_eq!(r.header_str("connection").as_deref(), Some("keep-alive"));
     s.write_all(b"GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
         .unwrap();
     assert_eq!(read_response(&mut s, false, T).body, b"Hello, world!");
@@ -197,6 +197,10 @@ fn disconnect_notice_reaches_a_streaming_producer() {
         stopped.load(Ordering::SeqCst),
         "producer still running 5 s after the client left"
     );
+    wait_until(Duration::from_secs(5), || {
+        notices.load(Ordering::SeqCst) >= 1
+    });
+    // A duplicate notice would come right behind the first.
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
         notices.load(Ordering::SeqCst),

@@ -106,7 +106,11 @@ fn second_sigint_exits_at_once() {
     let _slow = background_curl(m2.url("/hello?sleep=8000"));
     std::thread::sleep(Duration::from_millis(300));
     p.signal("INT");
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        p.wait_for_log("shutting down", Duration::from_secs(5)),
+        "{}",
+        p.log()
+    );
     assert!(
         p.is_running(),
         "the first signal drains: the slow request is still running"

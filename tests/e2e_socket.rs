@@ -145,7 +145,7 @@ fn websocket_echo_ping_close() {
 
 #[test]
 fn websocket_chat_broadcasts_to_every_member() {
-    let (m2, _p) = start("websocket", &["/ws", "/chat"]);
+    let (m2, p) = start("websocket", &["/ws", "/chat"]);
     let mut members: Vec<Ws> = (0..3).map(|_| Ws::connect(&m2, "/chat")).collect();
     members[1].send(Opcode::Text, b"hi all");
     for m in &mut members {
@@ -157,7 +157,11 @@ fn websocket_chat_broadcasts_to_every_member() {
     }
     // One leaves by hanging up; the others still get messages.
     drop(members.remove(0));
-    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        p.wait_for_log("left the chat", Duration::from_secs(5)),
+        "{}",
+        p.log()
+    );
     members[0].send(Opcode::Binary, b"\x00\x01bye");
     for m in &mut members {
         assert_eq!(m.recv().payload, b"\x00\x01bye");
@@ -165,25 +169,10 @@ fn websocket_chat_broadcasts_to_every_member() {
 }
 
 fn b64decode(s: &[u8]) -> Vec<u8> {
-    let val = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        b'/' => 63,
-        _ => panic!("not base64: {c}"),
-    };
-    let clean: Vec<u8> = s.iter().copied().filter(|&c| c != b'=').collect();
-    let mut out = Vec::new();
-    for chunk in clean.chunks(4) {
-        let mut n = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            n |= u32::from(val(c)) << (18 - 6 * i);
-        }
-        let bytes = n.to_be_bytes();
-        out.extend_from_slice(&bytes[1..chunk.len()]);
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .unwrap_or_else(|e| panic!("not base64 ({e}): {:?}", String::from_utf8_lossy(s)))
 }
 
 fn read_reply(s: &mut TcpStream) -> String {

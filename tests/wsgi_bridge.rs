@@ -3,17 +3,17 @@
 //! loopback ZeroMQ, responses checked byte for byte. One test (or more) per row of the PEP 3333
 //! table in shared/WSGI.md; the row numbers are in the test names.
 
-mod wsgi_common;
+mod support;
 
 use std::time::{Duration, Instant};
-use wsgi_common::{environ_lines, wait_log, Req, Running, TIMEOUT};
+use support::wsgi::{environ_lines, get, post, wait_log, Running, TIMEOUT};
 
 fn probe(threads: usize) -> Running {
     Running::start("probe:application", |s| s.threads(threads))
 }
 
 fn stats(r: &mut Running, token: &str) -> String {
-    let (_, resp) = r.roundtrip(&Req::get(&format!("/stats?token={token}")));
+    let (_, resp) = r.roundtrip(&get(&format!("/stats?token={token}")));
     resp.text()
 }
 
@@ -35,7 +35,7 @@ fn wait_stats(r: &mut Running, token: &str, want: &str) -> String {
 fn row01_environ_is_a_dict_of_str_cgi_values() {
     let mut r = probe(1);
     let (_, resp) =
-        r.roundtrip(&Req::post("/environ", b"abc").header("content-type", &[b"text/plain"]));
+        r.roundtrip(&post("/environ", b"abc").header_values("content-type", &[b"text/plain"]));
     assert_eq!(resp.status, 200);
     let env = environ_lines(&resp.text());
     for (k, v) in &env {
@@ -51,9 +51,9 @@ fn row01_environ_is_a_dict_of_str_cgi_values() {
 #[test]
 fn row02_cgi_variables() {
     let mut r = probe(1);
-    let req = Req::get("/app/environ/x?a=1")
+    let req = get("/app/environ/x?a=1")
         .pattern("/app/(.*)")
-        .header("host", &[b"example.com:8080"]);
+        .header_values("host", &[b"example.com:8080"]);
     let (_, resp) = r.roundtrip(&req);
     let env = environ_lines(&resp.text());
     // The probe routes on PATH_INFO, so SCRIPT_NAME=/app took the prefix away.
@@ -69,14 +69,16 @@ fn row02_cgi_variables() {
     assert!(env["SERVER_SOFTWARE"].starts_with("'m2wsgi/"));
 
     // A route whose literal prefix ends inside a segment is no mount point.
-    let (_, resp) = r.roundtrip(&Req::get("/environ").pattern("/env"));
+    let (_, resp) = r.roundtrip(&get("/environ").pattern("/env"));
     let env = environ_lines(&resp.text());
     assert_eq!(env["SCRIPT_NAME"], "''");
     assert_eq!(env["PATH_INFO"], "'/environ'");
 
     // No Host (HTTP/1.0): localhost and the scheme's port; HTTP/1.0 kept.
-    let mut req = Req::get("/environ").version("HTTP/1.0").scheme("https");
-    req.headers.retain(|(n, _)| n != "host");
+    let req = get("/environ")
+        .version("HTTP/1.0")
+        .scheme("https")
+        .remove_header("host");
     let (_, resp) = r.roundtrip(&req);
     let env = environ_lines(&resp.text());
     assert_eq!(env["SERVER_NAME"], "'localhost'");
@@ -89,13 +91,13 @@ fn row02_cgi_variables() {
 #[test]
 fn row02_script_name_option() {
     let mut r = Running::start("probe:application", |s| s.script_name("/mnt/"));
-    let (_, resp) = r.roundtrip(&Req::get("/mnt/environ").pattern("/"));
+    let (_, resp) = r.roundtrip(&get("/mnt/environ").pattern("/"));
     let env = environ_lines(&resp.text());
     assert_eq!(env["SCRIPT_NAME"], "'/mnt'");
     assert_eq!(env["PATH_INFO"], "'/environ'");
     drop(r);
     let mut r = Running::start("probe:application", |s| s.script_name(""));
-    let (_, resp) = r.roundtrip(&Req::get("/environ").pattern("/environ"));
+    let (_, resp) = r.roundtrip(&get("/environ").pattern("/environ"));
     let env = environ_lines(&resp.text());
     assert_eq!(env["SCRIPT_NAME"], "''");
     assert_eq!(env["PATH_INFO"], "'/environ'");
@@ -104,15 +106,15 @@ fn row02_script_name_option() {
 #[test]
 fn row03_content_type_and_length_absent_when_absent() {
     let mut r = probe(1);
-    let (_, resp) = r.roundtrip(&Req::get("/environ"));
+    let (_, resp) = r.roundtrip(&get("/environ"));
     let env = environ_lines(&resp.text());
     assert!(!env.contains_key("CONTENT_TYPE"), "{env:?}");
     assert!(!env.contains_key("CONTENT_LENGTH"));
     assert!(!env.contains_key("HTTP_CONTENT_TYPE"));
     assert!(!env.contains_key("HTTP_CONTENT_LENGTH"));
     let (_, resp) = r.roundtrip(
-        &Req::post("/environ", b"x=1")
-            .header("content-type", &[b"application/x-www-form-urlencoded"]),
+        &post("/environ", b"x=1")
+            .header_values("content-type", &[b"application/x-www-form-urlencoded"]),
     );
     let env = environ_lines(&resp.text());
     assert_eq!(env["CONTENT_TYPE"], "'application/x-www-form-urlencoded'");
@@ -123,11 +125,11 @@ fn row03_content_type_and_length_absent_when_absent() {
 #[test]
 fn row04_repeated_headers_joined_cookies_with_semicolons() {
     let mut r = probe(1);
-    let req = Req::get("/environ")
-        .header("cookie", &[b"a=1", b"b=2"])
-        .header("x-multi", &[b"one", b"two", b"three"])
-        .header("accept", &[b"*/*"])
-        .header("x_forwarded_for", &[b"6.6.6.6"]);
+    let req = get("/environ")
+        .header_values("cookie", &[b"a=1", b"b=2"])
+        .header_values("x-multi", &[b"one", b"two", b"three"])
+        .header_values("accept", &[b"*/*"])
+        .header_values("x_forwarded_for", &[b"6.6.6.6"]);
     let (_, resp) = r.roundtrip(&req);
     let env = environ_lines(&resp.text());
     assert_eq!(env["HTTP_COOKIE"], "'a=1; b=2'");
@@ -142,7 +144,7 @@ fn row04_repeated_headers_joined_cookies_with_semicolons() {
 #[test]
 fn row05_path_info_percent_decoded_as_latin1() {
     let mut r = probe(1);
-    let req = Req::get("/app/environ/caf%C3%A9/a%2Fb%20c").pattern("/app");
+    let req = get("/app/environ/caf%C3%A9/a%2Fb%20c").pattern("/app");
     let (_, resp) = r.roundtrip(&req);
     let env = environ_lines(&resp.text());
     // UTF-8 bytes c3 a9, each one latin-1 code point; %2F decoded like other servers do.
@@ -153,11 +155,11 @@ fn row05_path_info_percent_decoded_as_latin1() {
 #[test]
 fn row06_non_ascii_header_values_latin1_byte_for_byte() {
     let mut r = probe(1);
-    let req = Req::get("/environ")
-        .header("x-latin", &[b"caf\xe9 \xff\x80"])
-        .header("x-utf8", &["caf\u{e9}".as_bytes()])
-        .header("x-ctl", &[b"a\x01b"])
-        .header("x-empty", &[b""]);
+    let req = get("/environ")
+        .header_values("x-latin", &[b"caf\xe9 \xff\x80"])
+        .header_values("x-utf8", &["caf\u{e9}".as_bytes()])
+        .header_values("x-ctl", &[b"a\x01b"])
+        .header_values("x-empty", &[b""]);
     let (_, resp) = r.roundtrip(&req);
     let env = environ_lines(&resp.text());
     assert_eq!(env["HTTP_X_LATIN"], "'caf\\xe9 \\xff\\x80'");
@@ -170,7 +172,7 @@ fn row06_non_ascii_header_values_latin1_byte_for_byte() {
 #[test]
 fn row07_query_string_raw() {
     let mut r = probe(1);
-    let (_, resp) = r.roundtrip(&Req::get("/environ?a=%26&b=%3D&c=%zz+d&e=\u{e9}"));
+    let (_, resp) = r.roundtrip(&get("/environ?a=%26&b=%3D&c=%zz+d&e=\u{e9}"));
     let env = environ_lines(&resp.text());
     assert_eq!(env["QUERY_STRING"], "'a=%26&b=%3D&c=%zz+d&e=\\xc3\\xa9'");
 }
@@ -178,7 +180,7 @@ fn row07_query_string_raw() {
 #[test]
 fn row08_remote_addr() {
     let mut r = probe(1);
-    let (_, resp) = r.roundtrip(&Req::get("/environ"));
+    let (_, resp) = r.roundtrip(&get("/environ"));
     let env = environ_lines(&resp.text());
     assert_eq!(env["REMOTE_ADDR"], "'127.0.0.1'");
 }
@@ -186,7 +188,7 @@ fn row08_remote_addr() {
 #[test]
 fn row09_wsgi_keys_true_to_the_deployment() {
     let mut r = probe(1);
-    let (_, resp) = r.roundtrip(&Req::get("/environ"));
+    let (_, resp) = r.roundtrip(&get("/environ"));
     let env = environ_lines(&resp.text());
     assert_eq!(env["wsgi.version"], "(1, 0)");
     assert_eq!(env["wsgi.url_scheme"], "'http'");
@@ -199,7 +201,7 @@ fn row09_wsgi_keys_true_to_the_deployment() {
     assert_eq!(env["wsgi.file_wrapper"], "<type>");
     drop(r);
     let mut r = Running::start("probe:application", |s| s.threads(3).multiprocess(true));
-    let (_, resp) = r.roundtrip(&Req::get("/environ"));
+    let (_, resp) = r.roundtrip(&get("/environ"));
     let env = environ_lines(&resp.text());
     assert_eq!(env["wsgi.multithread"], "True");
     assert_eq!(env["wsgi.multiprocess"], "True");
@@ -209,7 +211,7 @@ fn row09_wsgi_keys_true_to_the_deployment() {
 // Rows 10-13: input, errors
 
 fn input(r: &mut Running, op: &str, body: &[u8]) -> String {
-    let (_, resp) = r.roundtrip(&Req::post(&format!("/input?{op}"), body));
+    let (_, resp) = r.roundtrip(&post(&format!("/input?{op}"), body));
     assert_eq!(resp.status, 200, "{}", resp.text());
     resp.text()
 }
@@ -277,14 +279,14 @@ fn row11_reading_past_the_end_returns_empty() {
 fn row12_input_terminated() {
     // Covered with the other wsgi.* keys; here: no CONTENT_LENGTH, the app may read to b''.
     let mut r = probe(1);
-    let (_, resp) = r.roundtrip(&Req::get("/input?op=read"));
+    let (_, resp) = r.roundtrip(&get("/input?op=read"));
     assert_eq!(resp.text(), "b''\nb''\n");
 }
 
 #[test]
 fn row13_wsgi_errors_goes_to_the_log() {
     let mut r = probe(1);
-    let (_, resp) = r.roundtrip(&Req::get("/errors?token=e13"));
+    let (_, resp) = r.roundtrip(&get("/errors?token=e13"));
     assert_eq!(resp.text(), "ok");
     assert!(wait_log(&["wsgi.errors", "errors-line-e13"], TIMEOUT).is_some());
     assert!(wait_log(&["wsgi.errors", "partial-e13-more"], TIMEOUT).is_some());
@@ -296,7 +298,7 @@ fn row13_wsgi_errors_goes_to_the_log() {
 #[test]
 fn row14_exc_info_replaces_the_status_before_sending() {
     let mut r = probe(1);
-    let (_, resp) = r.roundtrip(&Req::get("/exc_replace"));
+    let (_, resp) = r.roundtrip(&get("/exc_replace"));
     assert_eq!(resp.status, 503);
     assert_eq!(resp.reason, "Oops Replaced");
     assert_eq!(resp.header_str("x-replaced").as_deref(), Some("1"));
@@ -306,7 +308,7 @@ fn row14_exc_info_replaces_the_status_before_sending() {
 #[test]
 fn row15_exc_info_reraised_once_sent_and_second_call_raises() {
     let mut r = probe(1);
-    let id = r.send(&Req::get("/exc_after_send?token=t15"));
+    let id = r.send(&get("/exc_after_send?token=t15"));
     // The head and first chunk were committed, so the error cannot become a 500: the
     // connection is dropped (what was still buffered is discarded), never completed.
     assert!(r.wait_end(id, TIMEOUT));
@@ -333,7 +335,7 @@ fn row15_exc_info_reraised_once_sent_and_second_call_raises() {
         "closed=1 seen=1"
     );
 
-    let (_, resp) = r.roundtrip(&Req::get("/second_call"));
+    let (_, resp) = r.roundtrip(&get("/second_call"));
     assert_eq!(resp.status, 200);
     assert_eq!(
         resp.text(),
@@ -344,7 +346,7 @@ fn row15_exc_info_reraised_once_sent_and_second_call_raises() {
 #[test]
 fn row16_write_callable() {
     let mut r = probe(1);
-    let (_, resp) = r.roundtrip(&Req::get("/write"));
+    let (_, resp) = r.roundtrip(&get("/write"));
     assert_eq!(resp.status, 200);
     assert!(resp.chunked);
     assert_eq!(resp.text(), "one,two,three");
@@ -353,7 +355,7 @@ fn row16_write_callable() {
 #[test]
 fn row17_headers_go_with_the_first_chunk_late_start_response() {
     let mut r = probe(1);
-    let (id, resp) = r.roundtrip(&Req::get("/late"));
+    let (id, resp) = r.roundtrip(&get("/late"));
     assert_eq!(resp.status, 201);
     assert_eq!(resp.reason, "Created");
     assert_eq!(resp.header_str("x-late").as_deref(), Some("yes"));
@@ -369,11 +371,11 @@ fn row17_headers_go_with_the_first_chunk_late_start_response() {
 #[test]
 fn row17_status_reason_phrase_kept() {
     let mut r = probe(1);
-    let (_, resp) = r.roundtrip(&Req::get("/status?s=299+Custom+Thing"));
+    let (_, resp) = r.roundtrip(&get("/status?s=299+Custom+Thing"));
     assert_eq!((resp.status, resp.reason.as_str()), (299, "Custom Thing"));
-    let (_, resp) = r.roundtrip(&Req::get("/status?s=200+Fine"));
+    let (_, resp) = r.roundtrip(&get("/status?s=200+Fine"));
     assert!(resp.head.starts_with(b"HTTP/1.1 200 Fine\r\n"));
-    let (_, resp) = r.roundtrip(&Req::get("/headers"));
+    let (_, resp) = r.roundtrip(&get("/headers"));
     assert_eq!(resp.header("x-latin"), Some(&b"caf\xe9"[..]));
     assert_eq!(resp.all("set-cookie"), ["a=1; Path=/", "b=2; Path=/"]);
     assert_eq!(resp.header("x-empty"), Some(&b""[..]));
@@ -400,7 +402,7 @@ fn row18_invalid_headers_and_status_give_500_and_a_log_line() {
         "notlist",
         "clen",
     ] {
-        let (_, resp) = r.roundtrip(&Req::get(&format!("/badheader?kind={kind}")));
+        let (_, resp) = r.roundtrip(&get(&format!("/badheader?kind={kind}")));
         assert_eq!(resp.status, 500, "{kind}: {}", resp.text());
         assert!(
             !String::from_utf8_lossy(&resp.head).contains("Injected"),
@@ -434,11 +436,11 @@ fn row18_invalid_headers_and_status_give_500_and_a_log_line() {
         ),
         ("notlist", "TypeError: response headers must be a list"),
     ] {
-        let (_, resp) = r.roundtrip(&Req::get(&format!("/badheader?kind={kind}&catch=1")));
+        let (_, resp) = r.roundtrip(&get(&format!("/badheader?kind={kind}&catch=1")));
         assert!(resp.text().starts_with(want), "{kind}: {}", resp.text());
     }
     for kind in ["nospace", "short", "letters", "crlf", "bytes", "low"] {
-        let (_, resp) = r.roundtrip(&Req::get(&format!("/badstatus?kind={kind}")));
+        let (_, resp) = r.roundtrip(&get(&format!("/badstatus?kind={kind}")));
         assert_eq!(resp.status, 500, "{kind}");
     }
 }
@@ -449,13 +451,13 @@ fn row18_invalid_headers_and_status_give_500_and_a_log_line() {
 #[test]
 fn row19_list_of_bytes_is_one_message_with_length() {
     let mut r = probe(1);
-    let (id, resp) = r.roundtrip(&Req::get("/list?n=4"));
+    let (id, resp) = r.roundtrip(&get("/list?n=4"));
     assert_eq!(resp.text(), "part0;part1;part2;part3;");
     assert_eq!(resp.header_str("content-length").as_deref(), Some("24"));
     assert!(!resp.chunked);
     assert_eq!(r.conn(id).messages, 1);
     // The hello case: a one-item list with its own Content-Length.
-    let (id, resp) = r.roundtrip(&Req::get("/hello"));
+    let (id, resp) = r.roundtrip(&get("/hello"));
     assert_eq!(resp.text(), "Hello, world!");
     assert_eq!(r.conn(id).messages, 1);
 }
@@ -463,7 +465,7 @@ fn row19_list_of_bytes_is_one_message_with_length() {
 #[test]
 fn row20_generators_stream_chunked_and_close_is_called() {
     let mut r = probe(1);
-    let (_, resp) = r.roundtrip(&Req::get("/gen?n=3&size=4&token=t20a"));
+    let (_, resp) = r.roundtrip(&get("/gen?n=3&size=4&token=t20a"));
     assert!(resp.chunked);
     assert_eq!(resp.text(), "aaaabbbbcccc");
     assert_eq!(
@@ -471,17 +473,17 @@ fn row20_generators_stream_chunked_and_close_is_called() {
         "closed=1 seen=0"
     );
     // With a Content-Length from the app: no chunking.
-    let (_, resp) = r.roundtrip(&Req::get("/gen?n=3&size=4&cl=1&token=t20b"));
+    let (_, resp) = r.roundtrip(&get("/gen?n=3&size=4&cl=1&token=t20b"));
     assert!(!resp.chunked);
     assert_eq!(resp.header_str("content-length").as_deref(), Some("12"));
     // HTTP/1.0 without a length: close-delimited.
-    let id = r.send(&Req::get("/gen?n=2&size=3&token=t20c").version("HTTP/1.0"));
+    let id = r.send(&get("/gen?n=2&size=3&token=t20c").version("HTTP/1.0"));
     assert!(r.wait_end(id, TIMEOUT));
     let resp = r.response(id);
     assert!(resp.head.starts_with(b"HTTP/1.0 200 OK\r\n"));
     assert_eq!(resp.text(), "aaabbb");
     // A big stream: 8 MiB in 64 KiB chunks arrives whole.
-    let (_, resp) = r.roundtrip(&Req::get("/gen?n=128&size=65536&token=t20d"));
+    let (_, resp) = r.roundtrip(&get("/gen?n=128&size=65536&token=t20d"));
     assert_eq!(resp.body.len(), 8 << 20);
 }
 
@@ -489,7 +491,7 @@ fn row20_generators_stream_chunked_and_close_is_called() {
 fn row20_a_paused_generator_is_flushed_promptly() {
     let mut r = probe(1);
     let t0 = Instant::now();
-    let id = r.send(&Req::get("/slow?delay=1.5&token=t20e"));
+    let id = r.send(&get("/slow?delay=1.5&token=t20e"));
     loop {
         r.pump(Duration::from_millis(10));
         if String::from_utf8_lossy(&r.conn(id).data).contains("tick1;") {
@@ -507,16 +509,16 @@ fn row20_a_paused_generator_is_flushed_promptly() {
 #[test]
 fn row21_non_bytes_chunk_is_an_error() {
     let mut r = probe(1);
-    let (_, resp) = r.roundtrip(&Req::get("/str_chunk?token=t21"));
+    let (_, resp) = r.roundtrip(&get("/str_chunk?token=t21"));
     assert_eq!(resp.status, 500);
     assert_eq!(
         wait_stats(&mut r, "t21", "closed=1 seen=0"),
         "closed=1 seen=0"
     );
     assert!(wait_log(&["/str_chunk", "must yield bytes, not str"], TIMEOUT).is_some());
-    let (_, resp) = r.roundtrip(&Req::get("/non_iterable"));
+    let (_, resp) = r.roundtrip(&get("/non_iterable"));
     assert_eq!(resp.status, 500);
-    let (_, resp) = r.roundtrip(&Req::get("/no_start"));
+    let (_, resp) = r.roundtrip(&get("/no_start"));
     assert_eq!(resp.status, 500);
     assert!(wait_log(&["/no_start", "without calling start_response"], TIMEOUT).is_some());
 }
@@ -525,7 +527,7 @@ fn row21_non_bytes_chunk_is_an_error() {
 fn row22_close_called_on_error_and_on_disconnect() {
     let mut r = probe(1);
     // Error while streaming: the connection is dropped, close() called.
-    let id = r.send(&Req::get("/raise_after?token=t22a"));
+    let id = r.send(&get("/raise_after?token=t22a"));
     assert!(r.wait_end(id, TIMEOUT));
     assert!(r.conn(id).cancelled());
     assert_eq!(
@@ -533,7 +535,7 @@ fn row22_close_called_on_error_and_on_disconnect() {
         "closed=1 seen=0"
     );
     // Client gone mid-stream: iteration stops, close() called.
-    let id = r.send(&Req::get("/stream_forever?token=t22b"));
+    let id = r.send(&get("/stream_forever?token=t22b"));
     r.pump(Duration::from_millis(300));
     r.disconnect(id);
     let s = wait_stats(&mut r, "t22b", "closed=1");
@@ -549,7 +551,7 @@ fn row22_close_called_on_error_and_on_disconnect() {
         "iteration went on after the disconnect ({seen_then})"
     );
     // close() raising is logged; the response itself was complete.
-    let (_, resp) = r.roundtrip(&Req::get("/raise_in_close"));
+    let (_, resp) = r.roundtrip(&get("/raise_in_close"));
     assert_eq!(resp.text(), "body");
     assert!(wait_log(&["/raise_in_close", "close()", "close() failed"], TIMEOUT).is_some());
 }
@@ -557,7 +559,7 @@ fn row22_close_called_on_error_and_on_disconnect() {
 #[test]
 fn row22_disconnect_is_visible_to_the_app() {
     let mut r = probe(2);
-    let id = r.send(&Req::get("/wait_disconnect?token=t22c"));
+    let id = r.send(&get("/wait_disconnect?token=t22c"));
     std::thread::sleep(Duration::from_millis(200));
     r.disconnect(id);
     assert_eq!(
@@ -569,7 +571,7 @@ fn row22_disconnect_is_visible_to_the_app() {
 #[test]
 fn row23_short_body_against_content_length_closes() {
     let mut r = probe(1);
-    let id = r.send(&Req::get("/clen?declared=10&actual=5&token=t23"));
+    let id = r.send(&get("/clen?declared=10&actual=5&token=t23"));
     assert!(r.wait_end(id, TIMEOUT));
     let c = r.conn(id);
     assert!(c.closed);
@@ -587,36 +589,36 @@ fn row23_short_body_against_content_length_closes() {
 fn row24_file_wrapper() {
     let mut r = probe(1);
     let want: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
-    let (_, resp) = r.roundtrip(&Req::get("/file?size=1000000&cl=1"));
+    let (_, resp) = r.roundtrip(&get("/file?size=1000000&cl=1"));
     assert_eq!(
         resp.header_str("content-length").as_deref(),
         Some("1000000")
     );
     assert!(resp.body == want);
-    let (_, resp) = r.roundtrip(&Req::get("/file?size=1000000"));
+    let (_, resp) = r.roundtrip(&get("/file?size=1000000"));
     assert!(resp.chunked);
     assert!(resp.body == want);
     // Wrapped by a middleware: plain iteration over the wrapper.
-    let (_, resp) = r.roundtrip(&Req::get("/file?size=100000&middleware=1"));
+    let (_, resp) = r.roundtrip(&get("/file?size=100000&middleware=1"));
     assert!(resp.body == want[..100_000]);
 }
 
 #[test]
 fn row25_head_204_304_carry_no_body() {
     let mut r = probe(1);
-    let (id, resp) = r.roundtrip(&Req::get("/hello").method("HEAD"));
+    let (id, resp) = r.roundtrip(&get("/hello").method("HEAD"));
     assert_eq!(resp.header_str("content-length").as_deref(), Some("13"));
     r.pump(Duration::from_millis(100));
     assert!(
         r.conn(id).data.ends_with(b"\r\n\r\n"),
         "HEAD answer carries a body"
     );
-    let (id, resp) = r.roundtrip(&Req::get("/gen?n=2&size=3").method("HEAD"));
+    let (id, resp) = r.roundtrip(&get("/gen?n=2&size=3").method("HEAD"));
     assert_eq!(resp.status, 200);
     r.pump(Duration::from_millis(100));
     assert!(r.conn(id).data.ends_with(b"\r\n\r\n"));
     for s in ["204+No+Content", "304+Not+Modified"] {
-        let (id, resp) = r.roundtrip(&Req::get(&format!("/nobody?s={s}")));
+        let (id, resp) = r.roundtrip(&get(&format!("/nobody?s={s}")));
         assert!(resp.status == 204 || resp.status == 304);
         r.pump(Duration::from_millis(100));
         let data = r.conn(id).data;
@@ -632,7 +634,7 @@ fn row25_head_204_304_carry_no_body() {
 #[test]
 fn row26_app_exception_gives_500_and_the_worker_goes_on() {
     let mut r = probe(1);
-    let (_, resp) = r.roundtrip(&Req::get("/raise"));
+    let (_, resp) = r.roundtrip(&get("/raise"));
     assert_eq!(resp.status, 500);
     assert_eq!(resp.text(), "Internal Server Error\n");
     let line = wait_log(
@@ -646,10 +648,10 @@ fn row26_app_exception_gives_500_and_the_worker_goes_on() {
         "the environ must not be logged"
     );
     // HEAD: the 500 has no body either.
-    let (_, resp) = r.roundtrip(&Req::get("/raise").method("HEAD"));
+    let (_, resp) = r.roundtrip(&get("/raise").method("HEAD"));
     assert_eq!(resp.status, 500);
     // Same (single) worker, next request fine.
-    let (_, resp) = r.roundtrip(&Req::get("/hello"));
+    let (_, resp) = r.roundtrip(&get("/hello"));
     assert_eq!(resp.text(), "Hello, world!");
 }
 
@@ -660,7 +662,7 @@ fn row26_app_exception_gives_500_and_the_worker_goes_on() {
 fn row27_threads_release_the_gil_while_waiting() {
     let mut r = probe(4);
     let t0 = Instant::now();
-    let ids: Vec<u64> = (0..4).map(|_| r.send(&Req::get("/sleep?t=0.6"))).collect();
+    let ids: Vec<u64> = (0..4).map(|_| r.send(&get("/sleep?t=0.6"))).collect();
     let mut names = std::collections::HashSet::new();
     for id in ids {
         let resp = r.response(id);
@@ -677,7 +679,7 @@ fn row27_threads_release_the_gil_while_waiting() {
 #[test]
 fn row30_shutdown_drains_an_in_flight_request() {
     let mut r = probe(1);
-    let id = r.send(&Req::get("/sleep?t=0.5"));
+    let id = r.send(&get("/sleep?t=0.5"));
     std::thread::sleep(Duration::from_millis(150));
     let t0 = Instant::now();
     r.stop();
@@ -690,24 +692,23 @@ fn row30_shutdown_drains_an_in_flight_request() {
 fn validator_accepts_the_bridge() {
     let mut r = Running::start("validated:application", |s| s.threads(2));
     for req in [
-        Req::get("/hello"),
-        Req::get("/environ?x=1"),
-        Req::post("/input?op=readn&n=3", b"abcdefg"),
-        Req::post("/input?op=readline", b"a\nb\n"),
-        Req::post("/input?op=readlines", b"a\nb\n"),
-        Req::post("/input?op=iter", b"a\nb\n"),
-        Req::get("/gen?n=3&size=2"),
-        Req::get("/list?n=2"),
-        Req::get("/late"),
-        Req::get("/file?size=10000&cl=1"),
-        Req::get("/hello").method("HEAD"),
+        get("/hello"),
+        get("/environ?x=1"),
+        post("/input?op=readn&n=3", b"abcdefg"),
+        post("/input?op=readline", b"a\nb\n"),
+        post("/input?op=readlines", b"a\nb\n"),
+        post("/input?op=iter", b"a\nb\n"),
+        get("/gen?n=3&size=2"),
+        get("/list?n=2"),
+        get("/late"),
+        get("/file?size=10000&cl=1"),
+        get("/hello").method("HEAD"),
     ] {
         let (_, resp) = r.roundtrip(&req);
         assert!(
             resp.status < 300,
-            "{} {:?}: {}",
-            req.method,
-            String::from_utf8_lossy(&req.path),
+            "{:?}: {}",
+            String::from_utf8_lossy(&req.build()),
             resp.text()
         );
     }

@@ -4,13 +4,14 @@
 //! them title-cased).
 
 mod support;
-mod wsgi_common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::mongrel2::{curl, Handler, Mongrel2};
-use wsgi_common::{environ_lines, parse_response, Proc, Resp};
+use support::process::Proc;
+use support::testing::HttpResponse;
+use support::wsgi::{environ_lines, m2wsgi};
 
 struct Served {
     m2: Mongrel2,
@@ -50,7 +51,7 @@ fn start(app: &str, extra: &[&str], settings: &[(&str, &str)]) -> Served {
         &chroot,
     ];
     args.extend_from_slice(extra);
-    let mut proc = Proc::spawn(&args, &[], false);
+    let mut proc = m2wsgi(&args, &[], false);
     proc.wait_ready();
     Served {
         m2,
@@ -60,7 +61,7 @@ fn start(app: &str, extra: &[&str], settings: &[(&str, &str)]) -> Served {
 }
 
 /// curl with `-i --raw` (chunked framing kept), parsed.
-fn fetch(s: &Served, path: &str, args: &[&str]) -> Resp {
+fn fetch(s: &Served, path: &str, args: &[&str]) -> HttpResponse {
     let url = s.m2.url(path);
     let mut all = vec!["-i", "--raw"];
     all.extend_from_slice(args);
@@ -79,11 +80,12 @@ fn fetch(s: &Served, path: &str, args: &[&str]) -> Resp {
         let end = data.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
         data = &data[end..];
     }
-    parse_response(data, head_only, true)
+    HttpResponse::parse(data, head_only, true)
+        .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|| panic!("incomplete response: {:?}", String::from_utf8_lossy(data)))
 }
 
-fn get(s: &Served, path: &str) -> Resp {
+fn get(s: &Served, path: &str) -> HttpResponse {
     fetch(s, path, &[])
 }
 
@@ -103,34 +105,26 @@ fn sha256(data: &[u8]) -> String {
         .to_string()
 }
 
-/// A file with `data`, removed (with its directory) on drop.
-struct TempFile(PathBuf);
+/// A file with `data` in a temporary directory, removed (with its directory) on drop.
+struct TempFile {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
 
 impl TempFile {
     fn display(&self) -> std::path::Display<'_> {
-        self.0.display()
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if let Some(dir) = self.0.parent() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+        self.path.display()
     }
 }
 
 fn temp_file(name: &str, data: &[u8]) -> TempFile {
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "m2wsgi-e2e-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    std::fs::write(&p, data).unwrap();
-    TempFile(p)
+    let dir = tempfile::Builder::new()
+        .prefix("m2wsgi-e2e-")
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, data).unwrap();
+    TempFile { _dir: dir, path }
 }
 
 fn pattern(n: usize, mul: usize, modulo: usize) -> Vec<u8> {
@@ -350,13 +344,13 @@ fn django_app() {
     let r = fetch(&s, "/form/", &["-d", "name=nope"]);
     assert_eq!(r.status, 403);
 
-    // FileResponse (through wsgi.file_wrapper).
+    // FileHttpResponseonse (through wsgi.file_wrapper).
     let r = get(&s, "/file/");
     assert_eq!(r.status, 200);
     assert_eq!(r.header_str("content-length").as_deref(), Some("200000"));
     assert!(r.body == pattern(200_000, 7, 256));
 
-    // StreamingHttpResponse.
+    // StreamingHttpHttpResponseonse.
     let r = get(&s, "/stream/");
     assert!(r.chunked);
     assert_eq!(r.text(), "part0;part1;part2;part3;part4;");
@@ -414,7 +408,7 @@ fn config_db_selects_the_handler() {
         .setting("upload.temp_store", "/tmp/upload.XXXXXX")
         .start();
     let db = m2.db_path().display().to_string();
-    let mut proc = Proc::spawn(
+    let mut proc = m2wsgi(
         &["--config-db", &db, "--route", "/app", "probe"],
         &[],
         false,
@@ -443,14 +437,13 @@ fn config_db_selects_the_handler() {
 
 #[test]
 fn cli_errors_are_clear() {
-    let (st, _, err) =
-        Proc::spawn(&["m2wsgi_no_such_module", "tcp://127.0.0.1:1"], &[], false).finish();
+    let (st, _, err) = m2wsgi(&["m2wsgi_no_such_module", "tcp://127.0.0.1:1"], &[], false).finish();
     assert_eq!(st.code(), Some(1), "{err}");
     assert!(
         err.contains("no module named \"m2wsgi_no_such_module\""),
         "{err}"
     );
-    let (st, _, err) = Proc::spawn(&["broken_import", "tcp://127.0.0.1:1"], &[], false).finish();
+    let (st, _, err) = m2wsgi(&["broken_import", "tcp://127.0.0.1:1"], &[], false).finish();
     assert_eq!(st.code(), Some(1), "{err}");
     assert!(
         err.contains("its module was found, but importing \"broken_import\" raised"),
@@ -460,18 +453,16 @@ fn cli_errors_are_clear() {
         err.contains("No module named 'm2wsgi_no_such_dependency'"),
         "{err}"
     );
-    let (st, _, err) =
-        Proc::spawn(&["probe:nothing_here", "tcp://127.0.0.1:1"], &[], false).finish();
+    let (st, _, err) = m2wsgi(&["probe:nothing_here", "tcp://127.0.0.1:1"], &[], false).finish();
     assert_eq!(st.code(), Some(1));
     assert!(err.contains("has no attribute `nothing_here`"), "{err}");
-    let (st, _, err) = Proc::spawn(&["probe:CLOSED", "tcp://127.0.0.1:1"], &[], false).finish();
+    let (st, _, err) = m2wsgi(&["probe:CLOSED", "tcp://127.0.0.1:1"], &[], false).finish();
     assert_eq!(st.code(), Some(1));
     assert!(err.contains("is not callable"), "{err}");
-    let (st, _, err) =
-        Proc::spawn(&["--io=gevent", "probe", "tcp://127.0.0.1:1"], &[], false).finish();
+    let (st, _, err) = m2wsgi(&["--io=gevent", "probe", "tcp://127.0.0.1:1"], &[], false).finish();
     assert_eq!(st.code(), Some(2));
     assert!(err.contains("--io=gevent is not supported"), "{err}");
-    let (st, out, _) = Proc::spawn(&["--help"], &[], false).finish();
+    let (st, out, _) = m2wsgi(&["--help"], &[], false).finish();
     assert!(st.success());
     for opt in [
         "--num-threads",
@@ -494,7 +485,7 @@ fn cli_errors_are_clear() {
         assert!(out.contains(opt), "--help lacks {opt}");
     }
     // The seed's dotted form: module path then attribute.
-    let (st, out, err) = Proc::spawn(&["--python-info"], &[], false).finish();
+    let (st, out, err) = m2wsgi(&["--python-info"], &[], false).finish();
     assert!(st.success(), "{err}");
     assert!(out.contains("python: 3."), "{out}");
 }
@@ -532,9 +523,11 @@ fn one_gib_each_way_in_bounded_memory() {
     ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), format!("200 {GIB}"));
     // Upload: a sparse 1 GiB file, hashed by the app 64 KiB at a time.
-    let dir = std::env::temp_dir().join(format!("m2wsgi-gib-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let f = dir.join("gib.bin");
+    let dir = tempfile::Builder::new()
+        .prefix("m2wsgi-gib-")
+        .tempdir()
+        .unwrap();
+    let f = dir.path().join("gib.bin");
     let file = std::fs::File::create(&f).unwrap();
     file.set_len(GIB).unwrap();
     drop(file);
@@ -551,7 +544,7 @@ fn one_gib_each_way_in_bounded_memory() {
         &f.display().to_string(),
         &url,
     ]);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     let text = String::from_utf8_lossy(&out.stdout);
     // sha256 of 1 GiB of zeros.
     assert_eq!(

@@ -2,11 +2,11 @@
 //! real `m2wsgi` command behind a real Mongrel2.
 
 mod support;
-mod wsgi_common;
 
 use std::time::{Duration, Instant};
 use support::mongrel2::{curl, Handler, Mongrel2};
-use wsgi_common::{repo, Proc};
+use support::process::Proc;
+use support::wsgi::{m2wsgi, repo};
 
 fn mongrel2() -> (Mongrel2, Handler) {
     let h = Handler::tcp("wsgi");
@@ -15,7 +15,7 @@ fn mongrel2() -> (Mongrel2, Handler) {
 }
 
 fn serve(h: &Handler, app: &str, env: &[(&str, Option<&str>)], clear: bool) -> Proc {
-    let mut p = Proc::spawn(&[app, &h.send_spec, &h.recv_spec], env, clear);
+    let mut p = m2wsgi(&[app, &h.send_spec, &h.recv_spec], env, clear);
     p.wait_ready();
     p
 }
@@ -44,7 +44,7 @@ fn trap1_libpython_is_the_build_interpreters() {
     assert!(!libdir.is_empty());
     // From a plain shell environment (no LD_LIBRARY_PATH, minimal PATH).
     let (st, out, err) =
-        Proc::spawn(&["--python-info"], &[("PATH", Some("/usr/bin:/bin"))], true).finish();
+        m2wsgi(&["--python-info"], &[("PATH", Some("/usr/bin:/bin"))], true).finish();
     assert!(st.success(), "{err}");
     let lib = out
         .lines()

@@ -1,7 +1,21 @@
 //! Shared helpers for the integration tests. Use with `mod support;` in a test file.
+//!
+//! - [`testing`]: the crate's own `m2wsgi::testing` module (`src/testing.rs`), compiled into
+//!   this tree so that plain `cargo test` can use it without enabling feature `testing`: the
+//!   request builder, the fake Mongrel2, the HTTP response parser.
+//! - [`mongrel2`]: a real Mongrel2 in a temporary chroot (tests with feature `e2e`).
+//! - [`process`]: child processes stopped on drop, loopback clients, small helpers.
+//! - [`runtime`]: a `Server` on a thread of the test.
+//! - `wsgi` (feature `wsgi`): the embedded interpreter, a log capture, the bridge on a fake
+//!   Mongrel2, and the `m2wsgi` command as a child process.
 #![allow(dead_code, unreachable_pub)]
 
 pub mod mongrel2;
 pub mod process;
 #[cfg(feature = "runtime")]
 pub mod runtime;
+#[cfg(feature = "runtime")]
+#[path = "../../src/testing.rs"]
+pub mod testing;
+#[cfg(feature = "wsgi")]
+pub mod wsgi;

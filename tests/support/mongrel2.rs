@@ -1,4 +1,4 @@
-//! A real Mongrel2 (Debian `mongrel2-core` 1.12) for integration tests. Only `std` is used.
+//! A real Mongrel2 (Debian `mongrel2-core` 1.12) for integration tests (feature `e2e`).
 //!
 //! ```ignore
 //! mod support;
@@ -33,10 +33,9 @@ use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Default bound for startup (config load excluded).
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -137,34 +136,9 @@ pub fn sqlite3(db: &Path, sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A fresh random identifier shaped like a UUID (8-4-4-4-12 lower-case hex).
+/// A fresh random UUID (v4, lower-case hex).
 pub fn random_uuid() -> String {
-    let a = random_u64();
-    let b = random_u64();
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0x0fff,
-        0x8000 | ((b >> 48) & 0x3fff),
-        b & 0xffff_ffff_ffff
-    )
-}
-
-fn random_u64() -> u64 {
-    use std::collections::hash_map::RandomState;
-    use std::hash::{BuildHasher as _, Hasher as _};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
+    uuid::Uuid::new_v4().to_string()
 }
 
 fn tail(text: &str, lines: usize) -> String {
@@ -589,24 +563,29 @@ impl Builder {
             "a mongrel2 config needs at least one route"
         );
         let http_port = self.http_port.unwrap_or_else(free_port);
-        let dir = TempDir::new();
+        let keep = std::env::var_os("M2WSGI_KEEP_HARNESS").is_some();
+        let dir = tempfile::Builder::new()
+            .prefix("m2wsgi-m2-")
+            .disable_cleanup(keep)
+            .tempdir()
+            .expect("create the chroot directory");
         for sub in ["logs", "run", "tmp", "static"] {
-            fs::create_dir_all(dir.path.join(sub)).expect("create chroot subdir");
+            fs::create_dir_all(dir.path().join(sub)).expect("create chroot subdir");
         }
         for (rel, contents) in &self.files {
-            let path = dir.path.join(rel);
+            let path = dir.path().join(rel);
             if let Some(parent) = path.parent() {
                 fs::create_dir_all(parent).expect("create parent dir");
             }
             fs::write(&path, contents).expect("write file into chroot");
         }
         let config = self.config_text(http_port);
-        fs::write(dir.path.join(CONFIG_FILE), &config).expect("write config");
+        fs::write(dir.path().join(CONFIG_FILE), &config).expect("write config");
 
         // m2sh load. It exits 0 even on a syntax error, so check its output and the db too.
         let mut cmd = Command::new(&m2sh);
         cmd.args(["load", "-config", CONFIG_FILE, "-db", DB_FILE])
-            .current_dir(&dir.path)
+            .current_dir(dir.path())
             .stdin(Stdio::null());
         if std::env::var_os("LOGNAME").is_none() {
             // otherwise m2sh logs "getlogin failed and no LOGNAME env variable"
@@ -622,11 +601,11 @@ impl Builder {
             .lines()
             .filter(|l| l.contains("[ERROR]") && !l.contains("getlogin"))
             .collect();
-        let db = dir.path.join(DB_FILE);
+        let db = dir.path().join(DB_FILE);
         let fail = |why: &str| -> ! {
             panic!(
                 "m2sh load -config {CONFIG_FILE} -db {DB_FILE} failed in {}: {why}\n--- m2sh output\n{text}\n--- config\n{config}",
-                dir.path.display()
+                dir.path().display()
             )
         };
         if !out.status.success() {
@@ -700,7 +679,7 @@ impl Builder {
 /// A running mongrel2 in its own chroot directory. Stopped and cleaned up on drop.
 #[derive(Debug)]
 pub struct Mongrel2 {
-    dir: TempDir,
+    dir: tempfile::TempDir,
     mongrel2: PathBuf,
     child: Option<Child>,
     http_port: u16,
@@ -740,17 +719,17 @@ impl Mongrel2 {
 
     /// The chroot (= working) directory on the host.
     pub fn chroot(&self) -> &Path {
-        &self.dir.path
+        self.dir.path()
     }
 
     /// The config database on the host.
     pub fn db_path(&self) -> PathBuf {
-        self.dir.path.join(DB_FILE)
+        self.dir.path().join(DB_FILE)
     }
 
     /// The m2sh config file on the host.
     pub fn config_path(&self) -> PathBuf {
-        self.dir.path.join(CONFIG_FILE)
+        self.dir.path().join(CONFIG_FILE)
     }
 
     /// The m2sh config text.
@@ -817,7 +796,7 @@ impl Mongrel2 {
     /// the host path.
     pub fn host_path(&self, reported: &str) -> PathBuf {
         if self.chrooted || !reported.starts_with('/') {
-            self.dir.path.join(reported.trim_start_matches('/'))
+            self.dir.path().join(reported.trim_start_matches('/'))
         } else {
             PathBuf::from(reported)
         }
@@ -827,7 +806,7 @@ impl Mongrel2 {
     pub fn put_static(&self, rel: &str, contents: &[u8]) -> PathBuf {
         let path = self
             .dir
-            .path
+            .path()
             .join("static")
             .join(rel.trim_start_matches('/'));
         if let Some(parent) = path.parent() {
@@ -839,22 +818,22 @@ impl Mongrel2 {
 
     /// Contents of `logs/error.log` (lossy UTF-8; empty if missing).
     pub fn error_log(&self) -> String {
-        read_lossy(&self.dir.path.join(ERROR_LOG))
+        read_lossy(&self.dir.path().join(ERROR_LOG))
     }
 
     /// Contents of `logs/access.log`.
     pub fn access_log(&self) -> String {
-        read_lossy(&self.dir.path.join(ACCESS_LOG))
+        read_lossy(&self.dir.path().join(ACCESS_LOG))
     }
 
     /// What mongrel2 wrote to stderr (startup messages before the chroot).
     pub fn stderr(&self) -> String {
-        read_lossy(&self.dir.path.join(STDERR_FILE))
+        read_lossy(&self.dir.path().join(STDERR_FILE))
     }
 
     /// What mongrel2 wrote to stdout.
     pub fn stdout(&self) -> String {
-        read_lossy(&self.dir.path.join(STDOUT_FILE))
+        read_lossy(&self.dir.path().join(STDOUT_FILE))
     }
 
     /// Waits up to `timeout` for `needle` to appear in the error log.
@@ -958,22 +937,22 @@ impl Mongrel2 {
         assert!(self.child.is_none(), "mongrel2 is already running");
         // A pid file left by a killed mongrel2 makes the next one refuse to start when that pid is
         // alive again (or still a zombie). Our child has been reaped, so the file is stale.
-        let _ = fs::remove_file(self.dir.path.join(PID_FILE));
+        let _ = fs::remove_file(self.dir.path().join(PID_FILE));
         let log_before = self.error_log().len();
         let stdout = fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.path.join(STDOUT_FILE))
+            .open(self.dir.path().join(STDOUT_FILE))
             .expect("open stdout file");
         let stderr = fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.path.join(STDERR_FILE))
+            .open(self.dir.path().join(STDERR_FILE))
             .expect("open stderr file");
         let child = Command::new(&self.mongrel2)
             .arg(DB_FILE) // relative: opened before the chroot, and again on reload inside it
             .arg(&self.server_uuid)
-            .current_dir(&self.dir.path)
+            .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
@@ -1048,7 +1027,7 @@ impl Mongrel2 {
         }
         self.chrooted = fs::read_link(format!("/proc/{pid}/root"))
             .ok()
-            .and_then(|root| Some(root == fs::canonicalize(&self.dir.path).ok()?))
+            .and_then(|root| Some(root == fs::canonicalize(self.dir.path()).ok()?))
             .unwrap_or(false);
     }
 
@@ -1056,7 +1035,7 @@ impl Mongrel2 {
         self.logs_shown = true;
         panic!(
             "{what}\nchroot: {}\n--- logs/error.log (tail)\n{}\n--- stderr (tail)\n{}\n--- stdout (tail)\n{}\n--- config\n{}",
-            self.dir.path.display(),
+            self.dir.path().display(),
             tail(&self.error_log(), 30),
             tail(&self.stderr(), 30),
             tail(&self.stdout(), 10),
@@ -1071,11 +1050,14 @@ impl Drop for Mongrel2 {
         if thread::panicking() && !self.logs_shown {
             eprintln!(
                 "--- mongrel2 {} logs/error.log (tail) ---\n{}",
-                self.dir.path.display(),
+                self.dir.path().display(),
                 tail(&self.error_log(), 30)
             );
         }
-        // self.dir is dropped after this and removes the directory.
+        if std::env::var_os("M2WSGI_KEEP_HARNESS").is_some() {
+            eprintln!("M2WSGI_KEEP_HARNESS: keeping {}", self.dir.path().display());
+        }
+        // self.dir is dropped after this and removes the directory (unless kept).
     }
 }
 
@@ -1117,48 +1099,4 @@ fn listening_tcp_ports(pid: u32) -> Option<HashSet<u16>> {
         }
     }
     Some(ports)
-}
-
-// ------------------------------------------------------------------------------------------------
-// Temporary directory (no tempfile crate)
-
-#[derive(Debug)]
-struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    fn new() -> Self {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let base = std::env::temp_dir();
-        for _ in 0..100 {
-            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let path = base.join(format!(
-                "m2wsgi-m2-{}-{n}-{:08x}",
-                std::process::id(),
-                random_u64() as u32
-            ));
-            match fs::create_dir(&path) {
-                Ok(()) => return TempDir { path },
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => panic!("create {}: {e}", path.display()),
-            }
-        }
-        panic!(
-            "could not create a unique directory under {}",
-            base.display()
-        );
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if std::env::var_os("M2WSGI_KEEP_HARNESS").is_some() {
-            eprintln!("M2WSGI_KEEP_HARNESS: keeping {}", self.path.display());
-            return;
-        }
-        if let Err(e) = fs::remove_dir_all(&self.path) {
-            eprintln!("could not remove {}: {e}", self.path.display());
-        }
-    }
 }

@@ -1,5 +1,5 @@
-//! Child processes for the integration tests (examples, the device), each stopped on drop, and
-//! small loopback clients (raw HTTP, WebSocket). Only `std` and the crate's codec are used.
+//! Child processes for the integration tests (examples, the device, the `m2wsgi` command), each
+//! stopped on drop, and small loopback clients (raw HTTP, WebSocket).
 #![allow(dead_code, unreachable_pub)]
 
 use std::fs;
@@ -7,9 +7,11 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
+
+#[cfg(feature = "runtime")]
+use super::testing::HttpResponse;
 
 /// The directory holding this test binary's sibling build outputs (`target/<profile>`).
 fn profile_dir() -> PathBuf {
@@ -47,46 +49,47 @@ pub fn example(name: &str) -> PathBuf {
     path
 }
 
-/// A child process whose stdout and stderr go to a log file; stopped (SIGTERM, then SIGKILL) on
-/// drop, and its log printed if the test is failing.
+/// A child process whose stdout and stderr go to files in its own temporary directory; stopped
+/// (SIGTERM, then SIGKILL after 5 s) on drop, and its output printed if the test is failing.
 #[derive(Debug)]
 pub struct Proc {
     name: String,
     child: Option<Child>,
-    log: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl Proc {
     /// Starts `program` with `args` (and `M2WSGI_LOG=info` unless `env` overrides it).
     pub fn spawn(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Proc {
-        static N: AtomicU64 = AtomicU64::new(0);
+        let mut cmd = Command::new(program);
+        cmd.args(args).env("M2WSGI_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Proc::from_command(cmd)
+    }
+
+    /// Starts `cmd` (stdin from /dev/null, stdout and stderr to files).
+    pub fn from_command(mut cmd: Command) -> Proc {
+        let program = PathBuf::from(cmd.get_program());
         let name = program
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let log = std::env::temp_dir().join(format!(
-            "m2wsgi-proc-{}-{}-{name}.log",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let out = fs::File::create(&log).expect("create log file");
-        let err = out.try_clone().expect("clone log file");
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .env("M2WSGI_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("m2wsgi-proc-{name}-"))
+            .tempdir()
+            .expect("create a temporary directory");
+        let out = fs::File::create(dir.path().join("stdout")).expect("create stdout file");
+        let err = fs::File::create(dir.path().join("stderr")).expect("create stderr file");
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
         Proc {
             name,
             child: Some(child),
-            log,
+            dir,
         }
     }
 
@@ -100,12 +103,17 @@ impl Proc {
         self.child.as_ref().map_or(0, Child::id)
     }
 
-    /// Sends a signal (`"TERM"`, `"INT"`, `"KILL"`).
-    pub fn signal(&self, sig: &str) {
+    /// Sends a signal (`"TERM"`, `"INT"`, `"KILL"`); panics if `kill` fails while it runs.
+    pub fn signal(&mut self, sig: &str) {
+        if !self.is_running() {
+            return;
+        }
         if let Some(c) = &self.child {
-            let _ = Command::new("kill")
+            let st = Command::new("kill")
                 .args([&format!("-{sig}"), &c.id().to_string()])
-                .status();
+                .status()
+                .expect("run kill");
+            assert!(st.success(), "kill -{sig} {} failed", c.id());
         }
     }
 
@@ -124,6 +132,11 @@ impl Proc {
         }
     }
 
+    /// Same as [`wait_timeout`](Self::wait_timeout).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.wait_timeout(timeout)
+    }
+
     /// Whether it is still running.
     pub fn is_running(&mut self) -> bool {
         self.child
@@ -131,9 +144,24 @@ impl Proc {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
-    /// Everything it printed so far.
+    fn read(&self, file: &str) -> String {
+        String::from_utf8_lossy(&fs::read(self.dir.path().join(file)).unwrap_or_default())
+            .into_owned()
+    }
+
+    /// What it wrote to stdout so far.
+    pub fn stdout(&self) -> String {
+        self.read("stdout")
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.read("stderr")
+    }
+
+    /// Everything it printed so far: stderr (where the logs go), then stdout.
     pub fn log(&self) -> String {
-        String::from_utf8_lossy(&fs::read(&self.log).unwrap_or_default()).into_owned()
+        self.stderr() + &self.stdout()
     }
 
     /// Waits up to `timeout` for `needle` in its output.
@@ -148,7 +176,54 @@ impl Proc {
         false
     }
 
-    /// SIGTERM, up to 5 s, then SIGKILL.
+    /// Waits until its log says it is serving (`" serving "`); panics with its output when it
+    /// exits first or does not get there within 10 s.
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.stderr().contains(" serving ") {
+                return;
+            }
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "{} exited ({st}) before serving:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} not serving after 10 s:\n{}",
+                self.name,
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (up to 10 s) for a command that exits by itself; returns its status, stdout and
+    /// stderr.
+    pub fn finish(mut self) -> (ExitStatus, String, String) {
+        let st = self
+            .wait_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{} did not exit", self.name));
+        (st, self.stdout(), self.stderr())
+    }
+
+    /// Peak resident set size (VmHWM) in KiB (0 when unknown).
+    pub fn vm_hwm_kib(&self) -> u64 {
+        let s = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// SIGTERM (so that atexit handlers run), up to 5 s, then SIGKILL.
     pub fn stop(&mut self) -> Option<ExitStatus> {
         if !self.is_running() {
             return self
@@ -178,7 +253,22 @@ impl Drop for Proc {
                 lines[lines.len().saturating_sub(40)..].join("\n")
             );
         }
-        let _ = fs::remove_file(&self.log);
+        // self.dir is removed when it is dropped.
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds (true) or `timeout` passes (false): the way to wait
+/// for something to happen instead of sleeping a fixed time.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -215,61 +305,52 @@ pub fn read_until_close(s: &mut TcpStream, timeout: Duration) -> (Vec<u8>, bool)
     }
 }
 
-/// One HTTP/1.x response read from a keep-alive connection: head text and body.
-#[derive(Debug)]
-pub struct Response {
-    pub head: String,
-    pub body: Vec<u8>,
-}
-
-impl Response {
-    /// The status code.
-    pub fn status(&self) -> u16 {
-        self.head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// A header's value (case-insensitive name).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().skip(1).find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-    }
-}
-
-/// Reads one `Content-Length` response (or one with no body, for HEAD) from `s`, leaving the
-/// connection open. `head_only` is for answers to HEAD.
-pub fn read_response(s: &mut TcpStream, head_only: bool, timeout: Duration) -> Response {
-    s.set_read_timeout(Some(timeout)).expect("set_read_timeout");
+/// Reads one response from `s` (parsed by [`HttpResponse::parse`]) a byte at a time, so that
+/// nothing after it is consumed, leaving the connection open. `head_only` is for answers to
+/// HEAD. Panics when none is complete within `timeout`.
+#[cfg(feature = "runtime")]
+pub fn read_response(s: &mut TcpStream, head_only: bool, timeout: Duration) -> HttpResponse {
+    let deadline = Instant::now() + timeout;
     let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        match s.read(&mut byte) {
-            Ok(1) => buf.push(byte[0]),
-            other => panic!(
-                "reading a response head: {other:?} after {:?}",
+    let mut chunk = [0u8; 1];
+    loop {
+        let closed = match s.read(&mut chunk) {
+            Ok(0) => true,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                false
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                false
+            }
+            Err(e) => panic!(
+                "reading a response: {e} after {:?}",
                 String::from_utf8_lossy(&buf)
             ),
+        };
+        match HttpResponse::parse(&buf, head_only, closed) {
+            Ok(Some(r)) => return r,
+            Ok(None) if closed => panic!(
+                "connection closed mid-response: {:?}",
+                String::from_utf8_lossy(&buf)
+            ),
+            Ok(None) => {}
+            Err(e) => panic!("{e}"),
         }
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "no complete response after {timeout:?}: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        s.set_read_timeout(Some(left.min(Duration::from_millis(200))))
+            .expect("set_read_timeout");
     }
-    let head = String::from_utf8_lossy(&buf).into_owned();
-    let mut r = Response {
-        head,
-        body: Vec::new(),
-    };
-    if !head_only {
-        let len: usize = r
-            .header("content-length")
-            .and_then(|v| v.parse().ok())
-            .expect("a Content-Length");
-        r.body.resize(len, 0);
-        s.read_exact(&mut r.body).expect("read body");
-    }
-    r
 }
 
 /// Decodes a chunked body; panics on bad framing.
@@ -298,23 +379,7 @@ pub fn dechunk(mut data: &[u8]) -> Vec<u8> {
 
 /// CRC-32 (IEEE), the same as the upload example's.
 pub fn crc32(data: &[u8]) -> u32 {
-    let mut table = [0u32; 256];
-    for (i, t) in table.iter_mut().enumerate() {
-        let mut c = i as u32;
-        for _ in 0..8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-        }
-        *t = c;
-    }
-    let mut v = !0u32;
-    for &b in data {
-        v = table[((v ^ u32::from(b)) & 0xff) as usize] ^ (v >> 8);
-    }
-    !v
+    crc32fast::hash(data)
 }
 
 /// Deterministic pseudo-random bytes.
