@@ -1,6 +1,6 @@
 //! Shared helpers for the integration tests. Use with `mod support;` in a test file.
 //!
-//! - [`testing`]: the crate's own `m2wsgi::testing` module (`src/testing.rs`), compiled into
+//! - [`testing`]: the crate's own `m2wsgi::testing` module (`src/testing/`), compiled into
 //!   this tree so that plain `cargo test` can use it without enabling feature `testing`: the
 //!   request builder, the fake Mongrel2, the HTTP response parser.
 //! - [`mongrel2`]: a real Mongrel2 in a temporary chroot (tests with feature `e2e`).
@@ -15,7 +15,8 @@ pub mod process;
 #[cfg(feature = "runtime")]
 pub mod runtime;
 #[cfg(feature = "runtime")]
-#[path = "../../src/testing.rs"]
+#[path = "../../src/testing/mod.rs"]
+#[allow(unused_imports)] // each test binary uses a part of it
 pub mod testing;
 #[cfg(feature = "wsgi")]
 pub mod wsgi;
