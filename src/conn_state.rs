@@ -158,14 +158,16 @@ impl ConnState {
         if answering {
             let _ = conn.ctl_in(self.epoch, self.id, &[Ctl::Cancel]);
         } else {
-            let out = crate::responder::simple_response(
-                http::Version::HTTP_11,
-                http::StatusCode::SERVICE_UNAVAILABLE,
-                true,
-            );
-            let _ = conn.reply_in(self.epoch, self.id, &out);
-            let _ = conn.reply_in(self.epoch, self.id, b"");
+            self.answer_and_close(conn, http::StatusCode::SERVICE_UNAVAILABLE);
         }
+    }
+
+    /// Sends a short `status` response to the client and closes its connection, whatever the
+    /// owner of the connection does next.
+    fn answer_and_close(&self, conn: &Connection, status: http::StatusCode) {
+        let out = crate::responder::simple_response(http::Version::HTTP_11, status, true);
+        let _ = conn.reply_in(self.epoch, self.id, &out);
+        let _ = conn.reply_in(self.epoch, self.id, b"");
     }
 
     /// A streamed upload starts (or restarts) on this connection.
@@ -252,13 +254,7 @@ impl ConnState {
                      408 and closing",
                     self.id
                 );
-                let out = crate::responder::simple_response(
-                    http::Version::HTTP_11,
-                    http::StatusCode::REQUEST_TIMEOUT,
-                    true,
-                );
-                let _ = conn.reply_in(self.epoch, self.id, &out);
-                let _ = conn.reply_in(self.epoch, self.id, b"");
+                self.answer_and_close(conn, http::StatusCode::REQUEST_TIMEOUT);
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "streamed upload too slow",

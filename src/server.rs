@@ -161,7 +161,9 @@ impl Server {
         })
     }
 
-    /// Serves until shutdown, running `worker_main` once on each worker thread. It loops on
+    /// Serves until shutdown, running `worker_main` once on each worker thread. When it returns,
+    /// the connection's sockets are closed (replies still queued get up to a second to reach
+    /// Mongrel2). It loops on
     /// [`Worker::next`] until that returns `None`. Use this to set up per-thread state (an
     /// embedded interpreter, a database handle) for the thread's whole life.
     ///
@@ -204,6 +206,7 @@ impl Server {
             }
         }
         self.conn.close_receiving();
+        self.conn.close_sending();
         tracing::info!("server stopped");
         Ok(())
     }

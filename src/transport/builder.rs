@@ -169,7 +169,11 @@ impl ConnectionBuilder {
         } else {
             None
         };
-        let mut publ = ctx.socket(zmq::XPUB).map_err(zerr("socket"))?;
+        // Its own context, so that closing it can wait for what it still has to send
+        // (`Connection::close_sending`).
+        let mut publ = zmq::Context::new()
+            .socket(zmq::XPUB)
+            .map_err(zerr("socket"))?;
         publ.set_linger(LINGER_MS).map_err(zerr("setsockopt"))?;
         publ.set_sndhwm(0).map_err(zerr("setsockopt"))?;
         // Nothing is queued for a Mongrel2 that is not connected, and a broken connection drops

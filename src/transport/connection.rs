@@ -246,6 +246,13 @@ impl Connection {
         pb.send(frame)
     }
 
+    /// Closes the reply socket, waiting up to a second for replies still queued to reach
+    /// Mongrel2 (a process that exits right after would lose them). Later sends fail with
+    /// [`Error::Closed`]. [`Server::serve`](crate::Server::serve) calls it when it returns.
+    pub fn close_sending(&self) {
+        self.inner.publ.lock().close();
+    }
+
     /// [`reply`](Connection::reply) for a connection of `epoch`.
     pub(crate) fn reply_in(&self, epoch: u64, conn_id: u64, body: &[u8]) -> Result<()> {
         let mut out = Vec::new();

@@ -117,7 +117,9 @@ pub(super) fn read_link_events(mon: &zmq::Socket) -> LinkEvents {
 
 /// The reply socket and what it knows of Mongrel2's subscription (see the module docs).
 pub(super) struct Publisher {
-    sock: zmq::Socket,
+    /// `None` once closed. The socket is alone in its ZeroMQ context, so closing it waits
+    /// (up to its linger time) until what was queued has left.
+    sock: Option<zmq::Socket>,
     /// Behind a device (which confirms losses with `R` notices), rather than direct.
     device: bool,
     /// The reply endpoint, for the log.
@@ -144,7 +146,7 @@ pub(super) struct Publisher {
 impl Publisher {
     pub(super) fn new(sock: zmq::Socket, device: bool, name: String) -> Self {
         Self {
-            sock,
+            sock: Some(sock),
             device,
             name,
             live: false,
@@ -168,18 +170,33 @@ impl Publisher {
     }
 
     /// Sends one frame.
+    ///
+    /// # Errors
+    /// [`Error::Closed`](crate::Error::Closed) once closed.
     pub(super) fn send(&mut self, frame: Vec<u8>) -> Result<()> {
-        self.sock
-            .send(zmq::Message::from(frame), 0)
+        let Some(sock) = &self.sock else {
+            return Err(crate::Error::Closed);
+        };
+        sock.send(zmq::Message::from(frame), 0)
             .map_err(zerr("send"))
     }
 
     /// Waits up to `ms` for the socket to have something to read.
     pub(super) fn poll(&self, ms: i64) -> Result<()> {
-        match self.sock.poll(zmq::POLLIN, ms) {
+        let Some(sock) = &self.sock else {
+            return Ok(());
+        };
+        match sock.poll(zmq::POLLIN, ms) {
             Ok(_) | Err(zmq::Error::EINTR) => Ok(()),
             Err(e) => Err(zerr("poll")(e)),
         }
+    }
+
+    /// Closes the socket, waiting up to its linger time for queued replies to leave. Later
+    /// sends fail.
+    pub(super) fn close(&mut self) {
+        self.live = false;
+        drop(self.sock.take());
     }
 
     /// Reads the reply socket's subscription messages (`\x01topic` subscribe, `\x00topic`
@@ -192,14 +209,15 @@ impl Publisher {
                     self.pending = Some(topic);
                     return;
                 }
-                if let Err(e) = self.sock.set_subscribe(&topic) {
+                let applied = self.sock.as_ref().map(|s| s.set_subscribe(&topic));
+                if let Some(Err(e)) = applied {
                     tracing::error!("applying Mongrel2's subscription: {e}");
                 }
                 self.live = true;
                 tracing::debug!("Mongrel2 subscribed at {}", self.name);
                 continue;
             }
-            let Ok(m) = self.sock.recv_bytes(zmq::DONTWAIT) else {
+            let Some(Ok(m)) = self.sock.as_ref().map(|s| s.recv_bytes(zmq::DONTWAIT)) else {
                 return;
             };
             match m.first() {
