@@ -37,7 +37,7 @@
 mod element;
 
 use crate::error::{ParseError, ParseErrorKind as K};
-pub(crate) use element::split;
+pub(crate) use element::{split, Element};
 
 /// Default cap on the number of digits in a length prefix.
 pub const DEFAULT_MAX_LENGTH_DIGITS: usize = 10;

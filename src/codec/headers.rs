@@ -57,6 +57,38 @@ impl<'a> RawHeaders<'a> {
         self.protocol
     }
 
+    /// Calls `f` with every pair of tnetstring headers, checking each entry as it goes, and
+    /// returns the first structural error: the same walk as [`RawHeaders::try_iter`] (both are
+    /// built on [`tnet_entry`] and [`tnet_list_item`]), without an iterator's state between
+    /// pairs. The decoder's hot loop: `Message::decode` uses it for tnetstring headers.
+    #[inline]
+    pub(crate) fn for_each_tnet(
+        &self,
+        mut f: impl FnMut(&'a [u8], &'a [u8]),
+    ) -> Result<(), ParseError> {
+        let (p, limits, at) = (self.payload, &self.limits, self.at);
+        let mut pos = 0;
+        while pos < p.len() {
+            let e = tnet_entry(p, pos, limits).map_err(|e| e.shift(at))?;
+            if e.value.tag == b',' {
+                f(e.key, e.value.payload);
+            } else {
+                // A list (tnet_entry lets through only `,` and `]`).
+                let list = e.value.payload;
+                let list_at = e.value_at + e.value.payload_at;
+                let mut lpos = 0;
+                while lpos < list.len() {
+                    let (v, len) =
+                        tnet_list_item(list, lpos, limits).map_err(|e| e.shift(at + list_at))?;
+                    f(e.key, v);
+                    lpos += len;
+                }
+            }
+            pos = e.next;
+        }
+        Ok(())
+    }
+
     /// Walks all headers once, checking their structure against the limits the message was
     /// decoded with, without allocating (except to unescape JSON values).
     ///
@@ -187,49 +219,31 @@ impl<'a> HeaderIter<'a> {
         let limits = &self.h.limits;
         loop {
             if self.lpos < self.list.len() {
-                let lpos = self.lpos;
-                return match split(&self.list[lpos..], limits) {
-                    Ok(el) if el.tag == b',' => {
-                        self.lpos = lpos + el.len;
-                        Some(Ok((
-                            Cow::Borrowed(self.list_name),
-                            Cow::Borrowed(el.payload),
-                        )))
+                return match tnet_list_item(self.list, self.lpos, limits) {
+                    Ok((v, len)) => {
+                        self.lpos += len;
+                        Some(Ok((Cow::Borrowed(self.list_name), Cow::Borrowed(v))))
                     }
-                    Ok(_) => self.fail(K::BadHeaderValue, self.list_at + lpos),
-                    Err(e) => self.fail_with(e, self.list_at + lpos),
+                    Err(e) => self.fail_with(e, self.list_at),
                 };
             }
             let p = self.h.payload;
-            let pos = self.pos;
-            if pos >= p.len() {
+            if self.pos >= p.len() {
                 self.done = true;
                 return None;
             }
-            let key = match split(&p[pos..], limits) {
-                Ok(key) if key.tag == b',' => key,
-                Ok(_) => return self.fail(K::KeyNotString, pos),
-                Err(e) => return self.fail_with(e, pos),
+            let e = match tnet_entry(p, self.pos, limits) {
+                Ok(e) => e,
+                Err(e) => return self.fail_with(e, 0),
             };
-            let vpos = pos + key.len;
-            if vpos >= p.len() {
-                return self.fail(K::MissingValue, vpos);
+            self.pos = e.next;
+            if e.value.tag == b',' {
+                return Some(Ok((Cow::Borrowed(e.key), Cow::Borrowed(e.value.payload))));
             }
-            let val = match split(&p[vpos..], limits) {
-                Ok(val) => val,
-                Err(e) => return self.fail_with(e, vpos),
-            };
-            self.pos = vpos + val.len;
-            match val.tag {
-                b',' => return Some(Ok((Cow::Borrowed(key.payload), Cow::Borrowed(val.payload)))),
-                b']' => {
-                    self.list_name = key.payload;
-                    self.list = val.payload;
-                    self.list_at = vpos + val.payload_at;
-                    self.lpos = 0;
-                }
-                _ => return self.fail(K::BadHeaderValue, vpos),
-            }
+            self.list_name = e.key;
+            self.list = e.value.payload;
+            self.list_at = e.value_at + e.value.payload_at;
+            self.lpos = 0;
         }
     }
 
@@ -339,6 +353,58 @@ impl<'a> Iterator for TryHeaderIter<'a> {
 }
 
 impl std::iter::FusedIterator for TryHeaderIter<'_> {}
+
+/// One entry of a tnetstring header dictionary, read by [`tnet_entry`].
+struct TnetEntry<'a> {
+    key: &'a [u8],
+    /// The value: a string (`,`) or a list of strings (`]`, checked item by item with
+    /// [`tnet_list_item`]).
+    value: crate::tnetstring::Element<'a>,
+    /// Where the value starts in the payload.
+    value_at: usize,
+    /// Where the next entry starts.
+    next: usize,
+}
+
+/// The entry of the header dictionary `p` at `pos`: a string key, then a string or a list.
+/// Errors are at offsets within `p`. The one definition of a header entry that both walks
+/// (the iterator and [`RawHeaders::for_each_tnet`]) use.
+#[inline]
+fn tnet_entry<'a>(p: &'a [u8], pos: usize, limits: &Limits) -> Result<TnetEntry<'a>, ParseError> {
+    let key = split(&p[pos..], limits).map_err(|e| e.shift(pos))?;
+    if key.tag != b',' {
+        return Err(ParseError::new(K::KeyNotString, pos));
+    }
+    let vpos = pos + key.len;
+    if vpos >= p.len() {
+        return Err(ParseError::new(K::MissingValue, vpos));
+    }
+    let value = split(&p[vpos..], limits).map_err(|e| e.shift(vpos))?;
+    if value.tag != b',' && value.tag != b']' {
+        return Err(ParseError::new(K::BadHeaderValue, vpos));
+    }
+    Ok(TnetEntry {
+        key: key.payload,
+        next: vpos + value.len,
+        value,
+        value_at: vpos,
+    })
+}
+
+/// The string at `lpos` of a header's list value, and its length; errors at offsets within
+/// `list`.
+#[inline]
+fn tnet_list_item<'a>(
+    list: &'a [u8],
+    lpos: usize,
+    limits: &Limits,
+) -> Result<(&'a [u8], usize), ParseError> {
+    let el = split(&list[lpos..], limits).map_err(|e| e.shift(lpos))?;
+    if el.tag != b',' {
+        return Err(ParseError::new(K::BadHeaderValue, lpos));
+    }
+    Ok((el.payload, el.len))
+}
 
 fn skip_ws(p: &[u8], mut pos: usize) -> usize {
     while matches!(p.get(pos), Some(b' ' | b'\t' | b'\r' | b'\n')) {

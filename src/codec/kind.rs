@@ -79,6 +79,7 @@ pub(super) struct Signals<'m> {
 impl MessageKind {
     /// The kind of a message with these signals, or `bad` when they contradict each other (no
     /// `METHOD` and no `UPLOAD_STREAM`, a `WEBSOCKET` frame without valid `FLAGS`).
+    #[inline]
     pub(super) fn classify(s: Signals<'_>, bad: ParseError) -> Result<Self, ParseError> {
         Ok(match s.method.map(Method::as_str) {
             None => match s.upload_stream {

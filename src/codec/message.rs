@@ -348,9 +348,16 @@ impl Message {
         // One pass over the headers, checking them as it goes. A bad Mongrel2 field is reported
         // only once the whole frame is known to be well-formed, so that `Message::decode` fails
         // with the same error as `RawMessage::decode` wherever that one fails.
-        for item in parts.headers.try_iter() {
-            let (k, v) = item?;
-            b.pair(k, v);
+        match parts.headers.protocol() {
+            HeaderProtocol::Tnetstring => parts
+                .headers
+                .for_each_tnet(|k, v| b.pair(Cow::Borrowed(k), Cow::Borrowed(v)))?,
+            HeaderProtocol::Json => {
+                for item in parts.headers.try_iter() {
+                    let (k, v) = item?;
+                    b.pair(k, v);
+                }
+            }
         }
         let (body, _) = parts.body?;
         if let Some(e) = b.bad_field {
