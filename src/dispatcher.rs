@@ -279,6 +279,7 @@ impl Dispatcher {
                 return;
             }
             g.busy = true;
+            g.answering = false;
         }
         self.shared.enqueue(st, job);
     }

@@ -100,7 +100,6 @@ impl Worker {
     }
 
     fn make(&mut self, st: Arc<ConnState>, job: Job) -> Request {
-        st.lock().answering = false;
         self.current = Some(Arc::clone(&st));
         let upload = job.upload.map(UploadFile::new);
         Request::new(job.msg, self.shared.conn.clone(), st, upload)
@@ -126,6 +125,7 @@ impl Iterator for Worker {
         if let Some(st) = self.current.take() {
             let mut g = st.lock();
             if let Some(job) = g.pending.pop_front() {
+                g.answering = false;
                 drop(g);
                 return Some(self.make(st, job));
             }
