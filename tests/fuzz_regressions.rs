@@ -1,12 +1,12 @@
 //! Replays `tests/data/fuzz/<target>-<name>` through the fuzz targets' own checks
-//! (`fuzz/src/lib.rs`), on stable, as ordinary tests: the committed seed corpus and every crasher
+//! (`tests/fuzzing/`), on stable, as ordinary tests: the committed seed corpus and every crasher
 //! the fuzzers found (or that was found by reading the code and is kept here so it stays fixed).
 //!
 //! To add a crasher: fix the bug, then copy `fuzz/artifacts/<target>/crash-...` to
 //! `tests/data/fuzz/<target>-<what-it-was>`.
 
 #[allow(dead_code, unreachable_pub, missing_docs, unused_imports)]
-#[path = "../fuzz/src/lib.rs"]
+#[path = "fuzzing/mod.rs"]
 mod checks;
 
 use arbitrary::{Arbitrary, Unstructured};

@@ -1,10 +1,10 @@
 //! Property tests of the codec: tnetstring round trips, request frames in both header protocols,
 //! decoding arbitrary and mutated bytes, and reply/ctl encoding.
 //!
-//! The checks are the fuzz targets' own (`fuzz/src/lib.rs`), fed by proptest strategies here.
+//! The checks are the fuzz targets' own (`tests/fuzzing/`), fed by proptest strategies here.
 
 #[allow(dead_code, unreachable_pub, missing_docs, unused_imports)]
-#[path = "../fuzz/src/lib.rs"]
+#[path = "fuzzing/mod.rs"]
 mod checks;
 
 use checks::{Frame, Header};
