@@ -15,8 +15,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
-/// How often the dispatcher wakes to look at the stop flag.
-pub(crate) const POLL: Duration = Duration::from_millis(100);
+/// How often the dispatcher wakes to look at the stop flag (a signal handler can only set a
+/// flag): the first step of a drain waits at most this long.
+pub(crate) const POLL: Duration = Duration::from_millis(25);
+/// How often forgotten connection state is swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// Connection state untouched this long, with nothing in flight, is forgotten (for clients whose
 /// disconnect notice never came).
 const IDLE_STATE: Duration = Duration::from_secs(600);
@@ -45,9 +48,14 @@ impl Dispatcher {
         }
     }
 
-    /// Routes messages until `stop` is set and what was already received is drained.
-    pub(crate) fn run(&mut self, stop: &AtomicBool) {
-        self.route_until(stop);
+    /// Routes messages until `stop` is set and what was already received is drained; returns
+    /// the shutdown deadline (`grace` after `stop` was seen).
+    ///
+    /// After `stop` it goes on routing while requests are in flight (their download credits,
+    /// upload slices and async-upload done messages still come behind a device), until nothing
+    /// new can arrive ([`Connection::is_drained`]) and nothing is in flight, or the deadline.
+    pub(crate) fn run(&mut self, stop: &AtomicBool, grace: Duration) -> Instant {
+        self.route_until(stop, grace)
     }
 
     /// The connections known when routing stopped (for answering what is still running at the
@@ -56,11 +64,11 @@ impl Dispatcher {
         self.states.into_values().collect()
     }
 
-    fn route_until(&mut self, stop: &AtomicBool) {
-        let mut stopping = false;
+    fn route_until(&mut self, stop: &AtomicBool, grace: Duration) -> Instant {
+        let mut stopping: Option<Instant> = None;
         loop {
-            if !stopping && stop.load(Ordering::SeqCst) {
-                stopping = true;
+            if stopping.is_none() && stop.load(Ordering::SeqCst) {
+                stopping = Some(Instant::now() + grace);
                 tracing::info!("shutting down: no new requests; draining what was received");
                 self.conn.stop_receiving();
             }
@@ -70,17 +78,23 @@ impl Dispatcher {
             self.check_epoch();
             match got {
                 Ok(Some(msg)) => self.route(msg),
-                Ok(None) if stopping => break,
-                Ok(None) => {}
+                Ok(None) => {
+                    if let Some(deadline) = stopping {
+                        let done = self.conn.is_drained() && !self.in_flight();
+                        if done || Instant::now() >= deadline {
+                            return deadline;
+                        }
+                    }
+                }
                 Err(Error::Parse(e)) => {
                     tracing::warn!("skipping malformed message from Mongrel2: {e}")
                 }
                 Err(e) => {
                     tracing::error!("receiving from Mongrel2: {e}");
-                    std::thread::sleep(POLL);
+                    std::thread::sleep(Duration::from_millis(100));
                 }
             }
-            if self.last_sweep.elapsed() > POLL * 100 {
+            if self.last_sweep.elapsed() > SWEEP_EVERY {
                 self.sweep();
             }
         }
@@ -106,6 +120,16 @@ impl Dispatcher {
         if n > 0 {
             tracing::warn!("{n} client connection(s) of the previous Mongrel2 dropped");
         }
+    }
+
+    /// Whether a request is still being answered, or (behind a device) an async upload's done
+    /// message is still to come.
+    fn in_flight(&self) -> bool {
+        let device = self.conn.device_spec().is_some();
+        self.states.values().any(|st| {
+            let g = st.lock();
+            g.busy || (device && g.upload_start.is_some())
+        })
     }
 
     fn sweep(&mut self) {

@@ -8,9 +8,10 @@
 //! never race.
 //!
 //! Shutdown (SIGINT/SIGTERM with [`Server::handle_signals`], or [`ShutdownHandle::shutdown`]):
-//! the request socket is disconnected so Mongrel2 stops sending to this process, the messages
-//! ZeroMQ had already prefetched are drained and answered, in-flight requests get until the
-//! deadline to finish, then [`Server::serve`] returns. A second signal exits the process at once.
+//! the process stops taking new requests ([`Connection::stop_receiving`]: behind a device, the
+//! leave handshake; directly on Mongrel2, the request socket is disconnected), what was
+//! received is answered, in-flight requests get until the deadline to finish, then
+//! [`Server::serve`] returns. A second signal exits the process at once.
 
 use crate::dispatcher::Dispatcher;
 use crate::error::Result;
@@ -20,7 +21,7 @@ use crate::worker::{Shared, Worker};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Stops a running [`Server`] from another thread.
 #[derive(Debug, Clone)]
@@ -191,10 +192,10 @@ impl Server {
         }
         let max_streams = self.max_streams.unwrap_or((self.workers / 2).max(1));
         let mut dispatcher = Dispatcher::new(self.conn.clone(), Arc::clone(&shared), max_streams);
-        dispatcher.run(&self.stop);
+        let deadline = dispatcher.run(&self.stop, self.deadline);
         // No more input: let workers empty the queue and stop.
         shared.close();
-        let busy = shared.wait_workers(Instant::now() + self.deadline);
+        let busy = shared.wait_workers(deadline);
         if busy > 0 {
             tracing::warn!(
                 "shutdown deadline passed with {busy} worker(s) still busy; answering their \

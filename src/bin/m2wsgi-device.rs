@@ -10,10 +10,12 @@ use std::sync::Arc;
 ///
 /// It PULLs every request from Mongrel2's send_spec and hands each new client connection to the
 /// worker with a free thread that was served least recently; the connection then stays with that
-/// worker. Workers connect with `ConnectionBuilder::device(WORKER_ENDPOINT)` (the examples:
-/// `--device WORKER_ENDPOINT`) and reply to Mongrel2's recv_spec themselves. When its link to
-/// Mongrel2 breaks (Mongrel2 restarted), it drops what it queued and tells the workers.
-/// SIGINT/SIGTERM stop it.
+/// worker. Workers connect with `ConnectionBuilder::device(WORKER_ENDPOINT)` (`m2wsgi --device
+/// WORKER_ENDPOINT`, the examples' `--device WORKER_ENDPOINT`) and reply to Mongrel2's recv_spec
+/// themselves. A worker that drains (SIGTERM) leaves without losing a request; when one dies,
+/// the device asks Mongrel2 to close the client connections it held. When its link to Mongrel2
+/// breaks (Mongrel2 restarted), it drops what it queued and tells the workers. SIGINT/SIGTERM
+/// stop it.
 ///
 /// Example: m2wsgi-device tcp://127.0.0.1:9999 tcp://127.0.0.1:9997
 #[derive(Parser, Debug)]
@@ -25,6 +27,10 @@ struct Args {
     /// Where workers connect, e.g. tcp://127.0.0.1:9997 (the device binds a ROUTER socket).
     #[arg(value_name = "WORKER_ENDPOINT")]
     workers: String,
+    /// Mongrel2's recv_spec, where the device sends the closes for a dead worker's clients
+    /// (default: the port below SEND_SPEC's, as for handlers).
+    #[arg(long, value_name = "RECV_SPEC")]
+    recv_spec: Option<String>,
     /// Log level: error, warn, info or debug (RUST_LOG, when set, wins).
     #[arg(long, value_name = "LEVEL", env = "M2WSGI_LOG", default_value = "info")]
     log_level: String,
@@ -44,7 +50,11 @@ fn main() -> ExitCode {
         eprintln!("m2wsgi-device: {e}");
         return ExitCode::FAILURE;
     }
-    let device = match m2wsgi::Device::bind(&args.send_spec, &args.workers) {
+    let bound = match &args.recv_spec {
+        Some(recv) => m2wsgi::Device::bind_with_reply(&args.send_spec, recv, &args.workers),
+        None => m2wsgi::Device::bind(&args.send_spec, &args.workers),
+    };
+    let device = match bound {
         Ok(d) => d,
         Err(e) => {
             eprintln!("m2wsgi-device: {e}");

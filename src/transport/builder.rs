@@ -1,8 +1,8 @@
 //! [`ConnectionBuilder`]: the options of a [`Connection`] and the sockets it opens.
 
 use super::connection::{Connection, Inner, Rx, SUBSCRIBE_FIRST_WARN};
-use super::link::{monitor, set_xpub_manual, Epoch, Publisher, RECONNECT_IVL_MS};
-use super::socket::{attach, zerr};
+use super::link::{monitor, reply_socket, Epoch, Publisher, RECONNECT_IVL_MS};
+use super::socket::zerr;
 use crate::error::Result;
 use crate::spec::SocketSpec;
 use crate::tnetstring::Limits;
@@ -15,8 +15,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Linger on close: replies still queued get this long to leave.
-const LINGER_MS: i32 = 1000;
-
 /// Builds a [`Connection`]. Made by [`Connection::builder`] or
 /// [`Connection::from_config`](crate::Connection::from_config).
 #[derive(Debug, Clone)]
@@ -169,25 +167,7 @@ impl ConnectionBuilder {
         } else {
             None
         };
-        // Its own context, so that closing it can wait for what it still has to send
-        // (`Connection::close_sending`).
-        let mut publ = zmq::Context::new()
-            .socket(zmq::XPUB)
-            .map_err(zerr("socket"))?;
-        publ.set_linger(LINGER_MS).map_err(zerr("setsockopt"))?;
-        publ.set_sndhwm(0).map_err(zerr("setsockopt"))?;
-        // Nothing is queued for a Mongrel2 that is not connected, and a broken connection drops
-        // what was queued for it: a restarted Mongrel2 must never receive replies written for
-        // the connections of the old one.
-        publ.set_immediate(true).map_err(zerr("setsockopt"))?;
-        publ.set_reconnect_ivl(RECONNECT_IVL_MS)
-            .map_err(zerr("setsockopt"))?;
-        set_xpub_manual(&mut publ)?;
-        if let Some(id) = recv.identity() {
-            publ.set_identity(id.as_bytes())
-                .map_err(zerr("setsockopt"))?;
-        }
-        attach(&publ, &recv)?;
+        let publ = reply_socket(&recv)?;
         let wake = if device.is_some() {
             static N: AtomicU64 = AtomicU64::new(0);
             let ep = format!("inproc://m2wsgi-wake-{}", N.fetch_add(1, Ordering::Relaxed));
@@ -217,6 +197,8 @@ impl ConnectionBuilder {
                 announced: None,
                 seen: 0,
                 next_warn: Instant::now() + SUBSCRIBE_FIRST_WARN,
+                bye_sent: None,
+                bye_acked: false,
             }),
             publ: Mutex::new(Publisher::new(publ, device.is_some(), recv.to_string())),
             epoch: Epoch::default(),

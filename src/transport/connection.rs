@@ -41,6 +41,10 @@ pub(super) struct Rx {
     pub(super) seen: u64,
     /// When to warn next that Mongrel2 has not subscribed yet.
     pub(super) next_warn: Instant,
+    /// Device mode: when the first `BYE` went out (it is repeated as the heartbeat).
+    pub(super) bye_sent: Option<Instant>,
+    /// Device mode: the device answered `BYE`: nothing new comes after this.
+    pub(super) bye_acked: bool,
 }
 
 pub(super) struct Inner {

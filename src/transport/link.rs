@@ -18,8 +18,9 @@
 //! came, which it sends after it dropped its queue). So no byte for an old connection id can
 //! reach the new server.
 
-use super::socket::zerr;
+use super::socket::{attach, zerr};
 use crate::error::Result;
+use crate::spec::SocketSpec;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -48,9 +49,35 @@ impl Epoch {
     }
 }
 
+/// How long closing the reply socket waits for queued replies to leave.
+const LINGER_MS: i32 = 1000;
+
+/// Opens the reply socket to Mongrel2's `recv_spec` (see the module docs). It has its own
+/// ZeroMQ context, so that closing it can wait for what it still has to send.
+pub(super) fn reply_socket(recv: &SocketSpec) -> Result<zmq::Socket> {
+    let mut publ = zmq::Context::new()
+        .socket(zmq::XPUB)
+        .map_err(zerr("socket"))?;
+    publ.set_linger(LINGER_MS).map_err(zerr("setsockopt"))?;
+    publ.set_sndhwm(0).map_err(zerr("setsockopt"))?;
+    // Nothing is queued for a Mongrel2 that is not connected, and a broken connection drops
+    // what was queued for it: a restarted Mongrel2 must never receive replies written for the
+    // connections of the old one.
+    publ.set_immediate(true).map_err(zerr("setsockopt"))?;
+    publ.set_reconnect_ivl(RECONNECT_IVL_MS)
+        .map_err(zerr("setsockopt"))?;
+    set_xpub_manual(&mut publ)?;
+    if let Some(id) = recv.identity() {
+        publ.set_identity(id.as_bytes())
+            .map_err(zerr("setsockopt"))?;
+    }
+    attach(&publ, recv)?;
+    Ok(publ)
+}
+
 /// Puts the reply socket in `ZMQ_XPUB_MANUAL` mode (see the module docs).
 #[allow(unsafe_code)]
-pub(super) fn set_xpub_manual(sock: &mut zmq::Socket) -> Result<()> {
+fn set_xpub_manual(sock: &mut zmq::Socket) -> Result<()> {
     let on: std::os::raw::c_int = 1;
     // SAFETY: `as_mut_ptr` is the live socket handle owned by `sock`, borrowed mutably for the
     // call; the option value points at a c_int that outlives the call, and its size is passed.
@@ -132,6 +159,9 @@ pub(super) struct Publisher {
     /// Direct mode: the request socket may still hold messages from an earlier server, so
     /// `pending` waits.
     hold: bool,
+    /// The topic of the subscription applied last: the prefix Mongrel2 filters replies by
+    /// (empty when it takes every reply).
+    topic: Vec<u8>,
     /// Device mode: subscriptions withdrawn (Mongrel2 gone, seen from the reply socket) and `R`
     /// notices from the device (Mongrel2 gone, seen from the device, which dropped what it
     /// held), so far. `pending` waits while the device has not confirmed every loss; the two
@@ -152,6 +182,7 @@ impl Publisher {
             live: false,
             pending: None,
             hold: false,
+            topic: Vec::new(),
             losses: 0,
             resets: 0,
             held_since: None,
@@ -167,6 +198,11 @@ impl Publisher {
     /// the loss it confirms, no more.
     pub(super) fn device_reset(&mut self) {
         self.resets = (self.resets + 1).min(self.losses + 1);
+    }
+
+    /// The topic of Mongrel2's subscription (see the field).
+    pub(super) fn topic(&self) -> &[u8] {
+        &self.topic
     }
 
     /// Sends one frame.
@@ -214,6 +250,7 @@ impl Publisher {
                     tracing::error!("applying Mongrel2's subscription: {e}");
                 }
                 self.live = true;
+                self.topic = topic;
                 tracing::debug!("Mongrel2 subscribed at {}", self.name);
                 continue;
             }

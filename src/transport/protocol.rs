@@ -3,10 +3,17 @@
 //!
 //! - worker → device, one frame: `READY <free> <seen>` (free request slots; assigned messages
 //!   received so far) on start, on every change and every 500 ms as a heartbeat; `BYE` when it
-//!   drains.
+//!   drains, repeated every 500 ms as its heartbeat until it leaves.
 //! - device → worker, two frames: a [`DeviceFlag`] (`A` a new connection assigned to this
-//!   worker, `S` a connection it already holds, `R` Mongrel2 went away), then Mongrel2's frame
-//!   unchanged (empty for `R`).
+//!   worker, `S` a connection it already holds, `R` Mongrel2 went away, `B` the answer to `BYE`,
+//!   `P` a liveness probe), then Mongrel2's frame unchanged (empty for `R`, `B` and `P`).
+//!
+//! The leave handshake: a worker that drains sends `BYE`; the device stops assigning it
+//! anything new, routes the next request of every keep-alive connection it held to another
+//! worker, and answers `B`. Everything assigned before the `B` arrives before it (one ZeroMQ
+//! pipe keeps order), so once a worker has the `B` and has answered what it holds, it can leave
+//! without losing a request. After the `B` it only gets the continuations of what it holds
+//! (download credits, upload slices, the done message of an async upload, WebSocket frames).
 
 /// A message from a worker to the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +60,10 @@ pub(super) enum DeviceFlag {
     /// The device's link to Mongrel2 broke: every connection before this is gone, and the
     /// device dropped what it still queued.
     Reset,
+    /// The answer to `BYE`: nothing new follows, only continuations of what the worker holds.
+    ByeAck,
+    /// A liveness probe (the device checks which worker's connection broke); ignored.
+    Probe,
 }
 
 impl DeviceFlag {
@@ -62,6 +73,8 @@ impl DeviceFlag {
             Self::Assigned => b"A",
             Self::Sticky => b"S",
             Self::Reset => b"R",
+            Self::ByeAck => b"B",
+            Self::Probe => b"P",
         }
     }
 
@@ -71,6 +84,8 @@ impl DeviceFlag {
             b"A" => Some(Self::Assigned),
             b"S" => Some(Self::Sticky),
             b"R" => Some(Self::Reset),
+            b"B" => Some(Self::ByeAck),
+            b"P" => Some(Self::Probe),
             _ => None,
         }
     }
@@ -87,7 +102,13 @@ mod tests {
         }
         assert_eq!(WorkerMsg::parse(b"READY 1"), None);
         assert_eq!(WorkerMsg::parse(b"HELLO"), None);
-        for f in [DeviceFlag::Assigned, DeviceFlag::Sticky, DeviceFlag::Reset] {
+        for f in [
+            DeviceFlag::Assigned,
+            DeviceFlag::Sticky,
+            DeviceFlag::Reset,
+            DeviceFlag::ByeAck,
+            DeviceFlag::Probe,
+        ] {
             assert_eq!(DeviceFlag::parse(f.as_bytes()), Some(f));
         }
     }

@@ -21,6 +21,9 @@ const SUBSCRIBE_WARN: Duration = Duration::from_secs(10);
 const SERVICE_MS: i64 = 100;
 /// How often a busy receiver looks at the reply socket's subscriptions.
 const SERVICE_EVERY: Duration = Duration::from_millis(10);
+/// Behind a device: how long a draining worker waits for the answer to its `BYE` before it
+/// takes the device for gone.
+const BYE_WAIT: Duration = Duration::from_secs(2);
 
 impl Connection {
     /// Waits up to `timeout` for the next message and decodes it.
@@ -59,6 +62,15 @@ impl Connection {
                 attach(s, spec)?;
             }
             rx.attached = true;
+            let from = if self.inner.device.is_some() {
+                "the device at"
+            } else {
+                "Mongrel2 at"
+            };
+            tracing::info!(
+                "Mongrel2 subscribed to {}; taking requests from {from} {spec}",
+                self.inner.recv
+            );
         }
         if self.inner.device.is_some() {
             return self.recv_device(&mut rx, deadline);
@@ -175,6 +187,18 @@ impl Connection {
 
     fn announce(&self, rx: &mut Rx, force: bool) -> Result<()> {
         if rx.stopped {
+            // A draining worker's heartbeat: the device keeps routing the continuations of
+            // what it holds, and never takes it for dead.
+            if rx.bye_sent.is_some()
+                && rx
+                    .announced
+                    .is_none_or(|(_, _, at)| at.elapsed() >= HEARTBEAT)
+            {
+                if let Some(sock) = rx.sock.as_ref() {
+                    let _ = sock.send(WorkerMsg::Bye.encode(), zmq::DONTWAIT);
+                }
+                rx.announced = Some((0, rx.seen, Instant::now()));
+            }
             return Ok(());
         }
         let cap = self.inner.capacity.load(Ordering::SeqCst);
@@ -234,6 +258,15 @@ impl Connection {
                                 pb.device_reset();
                                 pb.service(&self.inner.epoch);
                             }
+                            Some(DeviceFlag::ByeAck) => {
+                                if !rx.bye_acked {
+                                    tracing::debug!("the device answered BYE: nothing new comes");
+                                }
+                                rx.bye_acked = true;
+                                // The caller looks at `is_drained` now.
+                                return Ok(None);
+                            }
+                            Some(DeviceFlag::Probe) => {}
                             Some(flag) => {
                                 if flag == DeviceFlag::Assigned {
                                     rx.seen += 1;
@@ -258,10 +291,21 @@ impl Connection {
         }
     }
 
-    /// Stops taking new requests: disconnects (or unbinds) the request socket so Mongrel2 sends
-    /// the next ones to other handlers (behind a [`Device`](crate::Device): tells the device, which then sends
-    /// only messages for clients this process already serves). Messages already received stay
-    /// readable: keep calling [`recv`](Connection::recv) until it returns `None`.
+    /// Stops taking new requests.
+    ///
+    /// Behind a [`Device`](crate::Device) this is lossless: it sends the device `BYE`; the
+    /// device assigns nothing new, sends the next request of every keep-alive connection
+    /// elsewhere and answers, behind everything it sent before. Keep calling
+    /// [`recv`](Connection::recv) (messages for the requests in flight still come: download
+    /// credits, upload slices) until [`is_drained`](Connection::is_drained) and nothing is in
+    /// flight.
+    ///
+    /// Directly on Mongrel2 it disconnects (or unbinds) the request socket so Mongrel2 sends
+    /// the next requests to other handlers. ZeroMQ's PUSH/PULL has no acknowledgement: the
+    /// messages Mongrel2 had already pushed toward this socket (in its queue and in the
+    /// network) when it disconnects are discarded by ZeroMQ, not sent to another handler, so a
+    /// rolling restart of direct handlers under load can lose the few requests in flight at
+    /// that instant. Put a device in front for restarts that lose nothing.
     pub fn stop_receiving(&self) {
         let mut rx = self.inner.rx.lock();
         if rx.stopped {
@@ -276,6 +320,8 @@ impl Connection {
         };
         if self.inner.device.is_some() {
             let _ = sock.send(WorkerMsg::Bye.encode(), zmq::DONTWAIT);
+            rx.bye_sent = Some(Instant::now());
+            rx.announced = Some((0, rx.seen, Instant::now()));
             return;
         }
         let spec = &self.inner.send;
@@ -286,6 +332,32 @@ impl Connection {
         };
         if let Err(e) = r {
             tracing::debug!("disconnecting {}: {e}", spec.endpoint());
+        }
+    }
+
+    /// Whether, after [`stop_receiving`](Connection::stop_receiving), nothing new can arrive:
+    /// directly on Mongrel2 at once; behind a device once it answered `BYE` (or did not answer
+    /// within 2 s: it is taken for gone). Messages for requests in flight may still come.
+    pub fn is_drained(&self) -> bool {
+        let rx = self.inner.rx.lock();
+        if !rx.stopped {
+            return false;
+        }
+        if self.inner.device.is_none() || !rx.attached || rx.bye_acked {
+            return true;
+        }
+        match rx.bye_sent {
+            Some(t) if t.elapsed() >= BYE_WAIT => {
+                static ONCE: std::sync::Once = std::sync::Once::new();
+                ONCE.call_once(|| {
+                    tracing::warn!(
+                        "the device did not answer BYE within {BYE_WAIT:?}; leaving anyway"
+                    )
+                });
+                true
+            }
+            Some(_) => false,
+            None => true,
         }
     }
 

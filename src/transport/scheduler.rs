@@ -5,13 +5,17 @@
 //! - A worker announces `READY <free> <seen>`: it can start `free` more requests, and it has
 //!   received `seen` assigned messages so far. The device's estimate of its free slots is
 //!   `free - (assigned - seen)`, so messages still on the wire are not counted twice.
-//! - A message for a client connection that no worker holds is *assigned* to the ready worker
-//!   that was assigned least recently (LRU), or queued until one is ready. The connection then
-//!   sticks to that worker until Mongrel2 reports it gone, so download credits, upload slices,
-//!   WebSocket frames and disconnect notices reach the process that holds its state.
+//! - A message that starts something new on a client connection no worker holds is *assigned*
+//!   to the ready worker that was assigned least recently (LRU), or queued until one is ready.
+//!   The connection then sticks to that worker until Mongrel2 reports it gone, so download
+//!   credits, upload slices, WebSocket frames and disconnect notices reach the process that
+//!   holds its state.
 //! - Messages for a connection a worker holds are forwarded to it at once, ready or not.
-//! - A worker that says `BYE`, or is silent for the liveness timeout, gets nothing new; its
-//!   connections are forgotten.
+//! - A worker that says `BYE` gets nothing new: the next request of a keep-alive connection it
+//!   holds goes to another worker, and it only gets the continuations of what it holds.
+//! - A worker that is gone (its socket broke, or it was silent for the liveness timeout) is
+//!   forgotten with its connections; the device closes the ones it held unless it had said
+//!   `BYE`.
 
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
@@ -23,12 +27,26 @@ pub(crate) type WorkerId = Vec<u8>;
 /// What a frame from Mongrel2 is, as far as routing cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Class {
-    /// Anything a worker may have to act on (requests, frames, upload slices).
-    Work,
+    /// The start of something new on the connection: an HTTP request, the start of an async
+    /// upload, a WebSocket handshake. Any worker can take it.
+    Fresh,
+    /// A message on a long-lived socket: WebSocket frames, JSON and XML socket messages. It
+    /// stays with its holder, even one that is leaving; with no holder, any worker can take it.
+    Socket,
+    /// The continuation of a request the holder started: upload slices, the done message of an
+    /// async upload. Only the holder can act on it.
+    Continuation,
     /// A disconnect notice: forwarded to the holder, then the connection is forgotten.
     Disconnect,
     /// A download-credits notice: only useful to the holder.
     Credits,
+}
+
+impl Class {
+    /// Whether a worker that does not hold the connection can take it.
+    fn assignable(self) -> bool {
+        matches!(self, Class::Fresh | Class::Socket)
+    }
 }
 
 /// Where a frame goes.
@@ -112,35 +130,69 @@ impl Scheduler {
         w.leaving = false;
     }
 
-    /// A `BYE`: the worker is draining; it still gets messages for connections it holds.
-    pub(crate) fn bye(&mut self, id: &[u8]) {
-        if let Some(w) = self.workers.get_mut(id) {
-            w.leaving = true;
+    /// A `BYE` (also the heartbeat of a draining worker): it gets nothing new; it still gets
+    /// the continuations of what it holds.
+    pub(crate) fn bye(&mut self, id: &[u8], now: Instant) {
+        let w = self.workers.entry(id.to_vec()).or_insert(WorkerInfo {
+            free: 0,
+            seen: 0,
+            assigned: 0,
+            last_assigned: 0,
+            last_heard: now,
+            leaving: true,
+        });
+        w.leaving = true;
+        w.last_heard = now;
+    }
+
+    /// Forgets a worker that is gone, and the connections it held. Returns those connections
+    /// when the worker had not said `BYE` (its clients may be waiting for an answer that will
+    /// never come), none when it left in order.
+    pub(crate) fn remove(&mut self, id: &[u8]) -> Vec<u64> {
+        let Some(w) = self.workers.remove(id) else {
+            return Vec::new();
+        };
+        let mut held = Vec::new();
+        self.sticky.retain(|&conn, (w, _)| {
+            let mine = w.as_slice() == id;
+            if mine {
+                held.push(conn);
+            }
+            !mine
+        });
+        if w.leaving {
+            held.clear();
         }
+        held.sort_unstable();
+        held
     }
 
-    /// Forgets a worker (it stopped answering): its connections are dropped.
-    pub(crate) fn remove(&mut self, id: &[u8]) {
-        self.workers.remove(id);
-        self.sticky.retain(|_, (w, _)| w.as_slice() != id);
-    }
-
-    /// Forgets workers silent for longer than the liveness timeout, and connections idle for
-    /// long (their disconnect notice never came).
-    pub(crate) fn expire(&mut self, now: Instant) -> Vec<WorkerId> {
+    /// Forgets workers silent for longer than the liveness timeout (with what
+    /// [`remove`](Self::remove) returns for each), and connections idle for long (their
+    /// disconnect notice never came).
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<(WorkerId, Vec<u64>)> {
         let dead: Vec<WorkerId> = self
             .workers
             .iter()
             .filter(|(_, w)| now.duration_since(w.last_heard) > self.liveness)
             .map(|(id, _)| id.clone())
             .collect();
-        for id in &dead {
-            self.remove(id);
-        }
+        let gone = dead
+            .into_iter()
+            .map(|id| {
+                let held = self.remove(&id);
+                (id, held)
+            })
+            .collect();
         let idle = self.sticky_idle;
         self.sticky
             .retain(|_, (_, t)| now.duration_since(*t) <= idle);
-        dead
+        gone
+    }
+
+    /// Whether the worker has said `BYE`.
+    pub(crate) fn is_leaving(&self, id: &[u8]) -> bool {
+        self.workers.get(id).is_some_and(|w| w.leaving)
     }
 
     fn pick(&mut self) -> Option<WorkerId> {
@@ -161,9 +213,15 @@ impl Scheduler {
         self.sticky.insert(conn, (id.clone(), now));
     }
 
+    /// The worker holding `conn`, if it should get a message of this class: a leaving
+    /// worker's keep-alive connection is released at its next fresh request.
     fn holder(&mut self, conn: u64, class: Class, now: Instant) -> Option<WorkerId> {
         let (id, t) = self.sticky.get_mut(&conn)?;
-        if !self.workers.contains_key(id) {
+        let leaving = match self.workers.get(id) {
+            None => true,
+            Some(w) => w.leaving && class == Class::Fresh,
+        };
+        if leaving {
             self.sticky.remove(&conn);
             return None;
         }
@@ -184,7 +242,7 @@ impl Scheduler {
             };
         }
         let waiting = self.queue.iter().any(|(c, _, _)| *c == conn);
-        if class != Class::Work && !waiting {
+        if !class.assignable() && !waiting {
             return Route::Drop;
         }
         if !waiting && self.queue.is_empty() {
@@ -208,7 +266,7 @@ impl Scheduler {
                 let (_, _, frame) = self.queue.pop_front()?;
                 return Some((worker, false, frame));
             }
-            if class != Class::Work {
+            if !class.assignable() {
                 self.queue.pop_front();
                 continue;
             }
@@ -234,10 +292,11 @@ impl Scheduler {
         self.workers.keys()
     }
 
-    /// Puts a frame back at the head of the queue (its worker vanished before it was sent).
+    /// Puts a fresh frame back at the head of the queue (its worker vanished before it was
+    /// sent), for the next ready worker.
     pub(crate) fn requeue(&mut self, conn: u64, frame: Bytes) {
         self.sticky.remove(&conn);
-        self.queue.push_front((conn, Class::Work, frame));
+        self.queue.push_front((conn, Class::Fresh, frame));
     }
 }
 
@@ -258,7 +317,7 @@ mod tests {
         let mut s = Scheduler::new(Duration::from_secs(5), Duration::from_secs(600));
         let f = Bytes::from_static(b"frame");
         // No workers: work waits, notices are dropped.
-        assert_eq!(s.route(1, Class::Work, f.clone(), t), Route::Queued);
+        assert_eq!(s.route(1, Class::Fresh, f.clone(), t), Route::Queued);
         assert_eq!(s.route(9, Class::Credits, f.clone(), t), Route::Drop);
         s.ready(b"a", 1, 0, t);
         s.ready(b"b", 1, 0, t);
@@ -266,9 +325,9 @@ mod tests {
         assert!(assigned);
         let other = if w == b"a" { b"b" } else { b"a" };
         // Connection 1 sticks to w; a new connection goes to the other (LRU), then none is free.
-        assert_eq!(s.route(1, Class::Work, f.clone(), t), to(&w, false));
-        assert_eq!(s.route(2, Class::Work, f.clone(), t), to(other, true));
-        assert_eq!(s.route(3, Class::Work, f.clone(), t), Route::Queued);
+        assert_eq!(s.route(1, Class::Fresh, f.clone(), t), to(&w, false));
+        assert_eq!(s.route(2, Class::Fresh, f.clone(), t), to(other, true));
+        assert_eq!(s.route(3, Class::Fresh, f.clone(), t), Route::Queued);
         // Messages for a queued connection stay behind it, even notices.
         assert_eq!(s.route(3, Class::Disconnect, f.clone(), t), Route::Queued);
         // The other worker reports it saw the assignment and is free again.
@@ -281,16 +340,56 @@ mod tests {
         assert_eq!(s.route(1, Class::Credits, f.clone(), t), to(&w, false));
         // A stale report (assignment still on the wire) does not over-commit.
         s.ready(&w, 1, 0, t);
-        assert_eq!(s.route(4, Class::Work, f.clone(), t), Route::Queued);
+        assert_eq!(s.route(4, Class::Fresh, f.clone(), t), Route::Queued);
         // BYE: no new work; silence: forgotten with its connections.
-        s.bye(other);
+        s.bye(other, t);
         s.ready(&w, 1, 1, t);
         assert_eq!(s.next_queued(t).unwrap().0, w.clone());
         let later = t + Duration::from_secs(6);
-        s.ready(other, 1, 2, later);
-        assert_eq!(s.expire(later), vec![w.clone()]);
+        s.bye(other, later);
+        // The silent worker had not said BYE: the connections it held are returned to close.
+        assert_eq!(s.expire(later), vec![(w.clone(), vec![1, 4])]);
         assert_eq!(s.route(1, Class::Credits, f.clone(), later), Route::Drop);
-        assert_eq!(s.live_workers(), 1);
+        // The one left is leaving: it takes nothing new.
+        assert_eq!(s.live_workers(), 0);
         assert_eq!(s.queued(), 0);
+    }
+
+    #[test]
+    fn a_leaving_worker_keeps_continuations_and_loses_fresh_requests() {
+        let t = Instant::now();
+        let mut s = Scheduler::new(Duration::from_secs(5), Duration::from_secs(600));
+        let f = Bytes::from_static(b"frame");
+        s.ready(b"a", 4, 0, t);
+        assert_eq!(s.route(1, Class::Fresh, f.clone(), t), to(b"a", true));
+        assert_eq!(s.route(2, Class::Fresh, f.clone(), t), to(b"a", true));
+        s.ready(b"b", 4, 0, t);
+        s.bye(b"a", t);
+        assert!(s.is_leaving(b"a"));
+        // What a holds continues there; the next request of its keep-alive connection moves.
+        assert_eq!(
+            s.route(1, Class::Continuation, f.clone(), t),
+            to(b"a", false)
+        );
+        assert_eq!(s.route(1, Class::Credits, f.clone(), t), to(b"a", false));
+        assert_eq!(s.route(2, Class::Fresh, f.clone(), t), to(b"b", true));
+        assert_eq!(s.route(3, Class::Fresh, f.clone(), t), to(b"b", true));
+        // A continuation for a connection nobody holds has nowhere to go; a socket message
+        // does.
+        assert_eq!(s.route(9, Class::Continuation, f.clone(), t), Route::Drop);
+        assert_eq!(s.route(1, Class::Socket, f.clone(), t), to(b"a", false));
+        assert_eq!(s.route(8, Class::Socket, f.clone(), t), to(b"b", true));
+        // a left in order: its connections are forgotten, not closed.
+        assert_eq!(s.remove(b"a"), Vec::<u64>::new());
+        assert_eq!(s.route(1, Class::Credits, f.clone(), t), Route::Drop);
+        // b dies without BYE: the connections it held are returned (to be closed).
+        assert_eq!(s.remove(b"b"), vec![2, 3, 8]);
+        assert_eq!(s.live_workers(), 0);
+        // A fresh frame whose worker vanished goes back to the head of the queue.
+        s.requeue(5, f.clone());
+        assert_eq!(s.queued(), 1);
+        s.ready(b"c", 1, 0, t);
+        let (w, assigned, _) = s.next_queued(t).unwrap();
+        assert_eq!((w.as_slice(), assigned), (&b"c"[..], true));
     }
 }

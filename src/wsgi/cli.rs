@@ -104,6 +104,14 @@ pub struct Args {
     #[arg(long, value_name = "ID")]
     pub recv_ident: Option<String>,
 
+    /// Take requests from an m2wsgi-device listening at ENDPOINT instead of from Mongrel2's
+    /// send_spec (replies still go to Mongrel2's recv_spec).
+    ///
+    /// Behind a device, requests go to the process with a free thread, and a process that
+    /// drains (SIGTERM) or dies loses no request that another one can answer.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub device: Option<String>,
+
     /// Read the handler from Mongrel2's config database (what `m2sh load` writes).
     ///
     /// Specs, identities, upload directory, chroot and download.flow_control come from it.
@@ -423,6 +431,9 @@ fn connection(a: &Args) -> Result<crate::ConnectionBuilder, Stop> {
     }
     if a.flow_control {
         builder = builder.flow_control(true);
+    }
+    if let Some(endpoint) = &a.device {
+        builder = builder.device(endpoint.clone());
     }
     Ok(builder)
 }

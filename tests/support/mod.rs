@@ -10,6 +10,8 @@
 //!   Mongrel2, and the `m2wsgi` command as a child process.
 #![allow(dead_code, unreachable_pub)]
 
+#[cfg(feature = "runtime")]
+pub mod load;
 pub mod mongrel2;
 pub mod process;
 #[cfg(feature = "runtime")]
