@@ -1,7 +1,7 @@
 //! The WSGI bridge driven in-process: Python embedded in this test binary, the application from
 //! tests/apps/probe.py, requests injected by a fake Mongrel2 speaking the wire format over
 //! loopback ZeroMQ, responses checked byte for byte. One test (or more) per row of the PEP 3333
-//! table in shared/WSGI.md; the row numbers are in the test names.
+//! table in docs/wsgi.md; the row numbers are in the test names.
 
 mod support;
 

@@ -490,6 +490,79 @@ fn cli_errors_are_clear() {
     assert!(out.contains("python: 3."), "{out}");
 }
 
+/// A virtualenv for another Python minor than the embedded one is refused at start, before the
+/// application is imported, with one error line naming both versions (exit status 1, as for
+/// the other startup errors). The fake virtualenv needs no other Python: it is never run.
+#[test]
+fn virtualenv_for_another_python_is_refused_at_start() {
+    let embedded = pyo3::Python::version_str()
+        .split_whitespace()
+        .next()
+        .expect("Py_GetVersion starts with the version")
+        .to_string();
+    let mut parts = embedded.split('.');
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).expect("major");
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).expect("minor");
+    let other = format!("{major}.{}", minor + 1);
+
+    let venv = tempfile::Builder::new()
+        .prefix("m2wsgi-other-venv-")
+        .tempdir()
+        .expect("temporary directory");
+    std::fs::create_dir_all(venv.path().join("bin")).unwrap();
+    std::fs::write(venv.path().join("bin/python"), b"").unwrap();
+    let venv_dir = venv.path().display().to_string();
+    let refused = |cfg: &str, found_in: &str| {
+        std::fs::write(venv.path().join("pyvenv.cfg"), cfg).unwrap();
+        // An app that does not exist: were the venv not checked first, this would be the
+        // ModuleNotFoundError the check replaces.
+        let (st, _, err) = m2wsgi(
+            &["m2wsgi_no_such_module", "tcp://127.0.0.1:9"],
+            &[("VIRTUAL_ENV", Some(&venv_dir))],
+            false,
+        )
+        .finish();
+        assert_eq!(st.code(), Some(1), "{err}");
+        let line = err
+            .lines()
+            .find(|l| l.contains("the virtualenv"))
+            .unwrap_or_else(|| panic!("no virtualenv error line in:\n{err}"));
+        for needle in [
+            format!("the virtualenv {venv_dir} is for Python {other} ({found_in})"),
+            format!("this m2wsgi embeds Python {embedded}"),
+            format!("recreate the venv with python{major}.{minor}"),
+            format!("PYO3_PYTHON pointing at a {other} interpreter"),
+        ] {
+            assert!(line.contains(&needle), "{needle:?} not in {line:?}");
+        }
+        assert!(line.contains(" ERROR "), "{line}");
+        assert_eq!(err.matches(" ERROR ").count(), 1, "one error line:\n{err}");
+        assert!(
+            !err.contains("no module named"),
+            "imported the app first:\n{err}"
+        );
+    };
+    refused(
+        &format!(
+            "home = /nonexistent/bin\ninclude-system-site-packages = false\nversion = {other}.1\n"
+        ),
+        "its pyvenv.cfg",
+    );
+    // uv and virtualenv write version_info instead.
+    refused(
+        &format!(
+            "home = /nonexistent/bin\nimplementation = CPython\nversion_info = {other}.0.final.0\n"
+        ),
+        "its pyvenv.cfg",
+    );
+    // No version in pyvenv.cfg: the name of lib/pythonX.Y/site-packages tells.
+    std::fs::create_dir_all(venv.path().join(format!("lib/python{other}/site-packages"))).unwrap();
+    refused(
+        "home = /nonexistent/bin\n",
+        &format!("its lib/python{other}/site-packages"),
+    );
+}
+
 #[test]
 fn seed_style_dotted_app_name_and_pythonpath() {
     // `hello_app.application` (module.attr) found through --pythonpath.

@@ -1,4 +1,4 @@
-//! The four traps of embedding CPython in a Rust binary (shared/WSGI.md), each checked on the
+//! The four traps of embedding CPython in a Rust binary (docs/wsgi.md), each checked on the
 //! real `m2wsgi` command behind a real Mongrel2.
 
 mod support;

@@ -33,7 +33,8 @@ Examples:
   m2wsgi --config-db config.sqlite --route /app myproject.wsgi
 
 Python: the embedded interpreter is the one m2wsgi was built with, or $VIRTUAL_ENV/bin/python
-when VIRTUAL_ENV is set (its packages are then importable).
+when VIRTUAL_ENV is set (its packages are then importable). A virtualenv made for another
+Python X.Y than the embedded one is refused at start.
 
 Environment: an option shown with [env: M2WSGI_...] takes its default from that variable
 (for --flow-control and --multiprocess: 1, true, yes or on; 0, false, no or off).

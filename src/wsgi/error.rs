@@ -1,5 +1,6 @@
 //! The bridge's errors: starting Python and importing the application.
 
+use std::fmt;
 use std::path::PathBuf;
 
 /// What can go wrong starting the bridge: initialising Python or importing the application.
@@ -13,6 +14,10 @@ pub enum WsgiError {
     /// CPython could not be initialised.
     #[error("cannot initialise Python: {0}")]
     Init(#[from] InitError),
+    /// The virtualenv was made for another Python than the one embedded; refused before
+    /// Python is initialised.
+    #[error(transparent)]
+    Virtualenv(#[from] VenvError),
     /// Python is not initialised: [`initialize`](super::initialize) was not called, or failed.
     #[error("Python is not initialised: call m2wsgi::wsgi::initialize first")]
     NotInitialized,
@@ -110,4 +115,76 @@ pub enum InitError {
         /// The exit status CPython asked for.
         code: i32,
     },
+}
+
+/// A virtualenv that cannot work with the embedded Python ([`WsgiError::Virtualenv`]).
+///
+/// A virtualenv belongs to one Python major.minor: its packages live in `lib/pythonX.Y/`, and
+/// compiled extensions are built for that version's ABI. [`initialize`](super::initialize)
+/// checks this before starting the interpreter, so that a mismatch is reported as such rather
+/// than as a `ModuleNotFoundError` while the application is imported.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VenvError {
+    /// The virtualenv is for another Python major.minor than the embedded interpreter.
+    #[error(
+        "the virtualenv {} is for Python {venv_python} ({found_in}), but this m2wsgi embeds \
+         Python {embedded_full}: recreate the venv with python{embedded}, or rebuild m2wsgi \
+         with PYO3_PYTHON pointing at a {venv_python} interpreter",
+        venv.display()
+    )]
+    Mismatch {
+        /// The virtualenv's directory.
+        venv: PathBuf,
+        /// The Python the virtualenv was made for.
+        venv_python: PyVersion,
+        /// Where that version was read.
+        found_in: VersionSource,
+        /// The embedded interpreter's major.minor.
+        embedded: PyVersion,
+        /// The embedded interpreter's full version, as `sys.version` starts (`3.11.7`).
+        embedded_full: String,
+    },
+}
+
+/// A Python major.minor version (`3.12`): what a virtualenv is tied to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PyVersion {
+    /// `3` in `3.12`.
+    pub major: u32,
+    /// `12` in `3.12`.
+    pub minor: u32,
+}
+
+impl fmt::Display for PyVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// Where a virtualenv's Python version was read ([`VenvError::Mismatch`]).
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionSource {
+    /// A key of its `pyvenv.cfg`: `version` (written by the standard library's `venv`) or
+    /// `version_info` (written by uv and virtualenv).
+    PyvenvCfg {
+        /// The key.
+        key: String,
+    },
+    /// The name of its `lib/pythonX.Y/site-packages` directory (`python3.12`), used when
+    /// `pyvenv.cfg` names no version.
+    LibDir {
+        /// The directory's name under `lib/`.
+        name: String,
+    },
+}
+
+impl fmt::Display for VersionSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VersionSource::PyvenvCfg { .. } => f.write_str("its pyvenv.cfg"),
+            VersionSource::LibDir { name } => write!(f, "its lib/{name}/site-packages"),
+        }
+    }
 }

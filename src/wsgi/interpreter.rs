@@ -15,17 +15,30 @@ pub const BUILD_PYTHON: &str = env!("M2WSGI_PYTHON");
 /// `$VIRTUAL_ENV/bin/python` when `VIRTUAL_ENV` is set and that file exists, else
 /// [`BUILD_PYTHON`].
 pub fn python_executable() -> PathBuf {
-    if let Some(venv) = std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()) {
-        let exe = Path::new(&venv).join("bin").join("python");
-        if exe.exists() {
-            return exe;
-        }
-        tracing::warn!(
-            "VIRTUAL_ENV={} has no bin/python; using {BUILD_PYTHON}",
-            Path::new(&venv).display()
-        );
+    active_virtualenv().map_or_else(|| PathBuf::from(BUILD_PYTHON), |v| v.join("bin/python"))
+}
+
+/// `$VIRTUAL_ENV` when it is set and has a `bin/python` (with a warning when it has none).
+fn active_virtualenv() -> Option<PathBuf> {
+    let venv = PathBuf::from(std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty())?);
+    if venv.join("bin/python").exists() {
+        return Some(venv);
     }
-    PathBuf::from(BUILD_PYTHON)
+    tracing::warn!(
+        "VIRTUAL_ENV={} has no bin/python; using {BUILD_PYTHON}",
+        venv.display()
+    );
+    None
+}
+
+/// The virtualenv `exe` belongs to, as CPython finds it: the directory holding a `pyvenv.cfg`,
+/// next to `exe` or one level up.
+fn virtualenv_of(exe: &Path) -> Option<PathBuf> {
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .find(|dir| !dir.as_os_str().is_empty() && dir.join("pyvenv.cfg").is_file())
+        .map(Path::to_path_buf)
 }
 
 /// Whether CPython is initialised in this process.
@@ -42,19 +55,35 @@ pub fn is_initialized() -> bool {
 /// the first `import signal` otherwise puts Python's SIGINT handler in place. On return the GIL is
 /// released, so any thread may `Python::attach`.
 ///
+/// Before that, the virtualenv the interpreter would adopt (`$VIRTUAL_ENV` for `None`, else the
+/// one holding `executable`, if any) is checked against the embedded Python: a virtualenv made
+/// for another major.minor is refused, since none of its packages could be imported. One that
+/// names no version (no `version` or `version_info` in its `pyvenv.cfg`, no
+/// `lib/pythonX.Y/site-packages`) is accepted with a warning.
+///
 /// Safe to call from several threads at once: the first call initialises the interpreter, the
 /// others wait for it, and every call, later ones included, returns the first one's result
 /// (a later call's `executable` is then ignored, with a warning if it differs).
 ///
 /// # Errors
-/// [`WsgiError::Init`] when `Py_InitializeFromConfig` fails, or when Python was initialised
-/// by something else than this function ([`InitError::AlreadyInitialized`]).
+/// [`WsgiError::Virtualenv`] when the virtualenv is for another Python (nothing is
+/// initialised then); [`WsgiError::Init`] when `Py_InitializeFromConfig` fails, or when Python
+/// was initialised by something else than this function ([`InitError::AlreadyInitialized`]).
 pub fn initialize(executable: Option<&Path>) -> Result<(), WsgiError> {
-    static INIT: OnceLock<Result<PathBuf, InitError>> = OnceLock::new();
+    static INIT: OnceLock<Result<PathBuf, WsgiError>> = OnceLock::new();
     let mut ran_here = false;
     let outcome = INIT.get_or_init(|| {
         ran_here = true;
-        let exe = executable.map_or_else(python_executable, Path::to_path_buf);
+        let (exe, venv) = match executable {
+            Some(exe) => (exe.to_path_buf(), virtualenv_of(exe)),
+            None => match active_virtualenv() {
+                Some(venv) => (venv.join("bin/python"), Some(venv)),
+                None => (PathBuf::from(BUILD_PYTHON), None),
+            },
+        };
+        if let Some(venv) = &venv {
+            super::venv::check_virtualenv(venv)?;
+        }
         init_from_config(&exe)?;
         tracing::debug!("Python initialised as {}", exe.display());
         Ok(exe)
@@ -70,7 +99,7 @@ pub fn initialize(executable: Option<&Path>) -> Result<(), WsgiError> {
             }
             Ok(())
         }
-        Err(e) => Err(WsgiError::Init(e.clone())),
+        Err(e) => Err(e.clone()),
     }
 }
 

@@ -79,6 +79,7 @@
 //! | `cli.rs` | the `m2wsgi` command: its options ([`cli::Args`]) and its `main` ([`cli::run`]) |
 //! | `error.rs` | [`WsgiError`] and its leaf errors |
 //! | `interpreter.rs` | starting CPython ([`initialize`]), flushing it at exit, importing the application ([`load_app`]) |
+//! | `venv.rs` | the check, before CPython starts, that a virtualenv is for the embedded Python ([`VenvError`]) |
 //! | `server.rs` | [`WsgiServer`]: the worker threads, each attached to Python for its life; one request from message to logged outcome |
 //! | `environ.rs` | the `environ` dict: per-thread template, CGI keys, `SCRIPT_NAME` / `PATH_INFO`, `wsgi.errors` |
 //! | `input.rs` | `wsgi.input`, the streaming request body |
@@ -94,6 +95,9 @@
 //!   rpath to its `libpython`);
 //! - `sys.prefix` comes from `$VIRTUAL_ENV/bin/python` when a virtualenv is active, else from the
 //!   build interpreter, never from whatever `python3` is first on `PATH`;
+//! - a virtualenv made for another Python major.minor (read from its `pyvenv.cfg`, else from its
+//!   `lib/pythonX.Y/site-packages`) is refused with [`VenvError::Mismatch`] before anything
+//!   starts, instead of failing later with a `ModuleNotFoundError`;
 //! - Python installs no signal handlers: SIGINT/SIGTERM stay with Rust (install yours before
 //!   calling it, see [`install_signal_handlers`](crate::install_signal_handlers));
 //! - it happens once per process: calls from several threads at once, or later calls, wait for
@@ -112,9 +116,10 @@ mod input;
 mod interpreter;
 mod server;
 mod start_response;
+mod venv;
 
 pub use body::FileWrapper;
-pub use error::{AppNameProblem, InitError, WsgiError};
+pub use error::{AppNameProblem, InitError, PyVersion, VenvError, VersionSource, WsgiError};
 pub use interpreter::{
     flush_stdio, initialize, is_initialized, load_app, python_executable, python_info,
     run_exit_handlers, BUILD_PYTHON,
