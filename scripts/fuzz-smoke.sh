@@ -6,6 +6,7 @@
 #
 #   scripts/fuzz-smoke.sh                      # every target, 30 s each
 #   FUZZ_SECONDS=600 scripts/fuzz-smoke.sh request
+#   FUZZ_RUNS=10000000 FUZZ_SECONDS=7200 scripts/fuzz-smoke.sh   # the long run: 10 M executions each
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 secs="${FUZZ_SECONDS:-30}"
@@ -27,7 +28,7 @@ for t in "${targets[@]}"; do
     echo "== fuzz $t for ${secs}s"
     log="$(mktemp)"
     if ! cargo +nightly fuzz run --fuzz-dir "$root/fuzz" "$t" "$root/fuzz/corpus/$t" -- \
-        -max_total_time="$secs" -print_final_stats=1 >"$log" 2>&1; then
+        -max_total_time="$secs" ${FUZZ_RUNS:+-runs="$FUZZ_RUNS"} -print_final_stats=1 >"$log" 2>&1; then
         tail -n 60 "$log"
         echo "fuzz-smoke: $t FAILED; the input is in $root/fuzz/artifacts/$t/" >&2
         exit 1
