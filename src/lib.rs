@@ -118,7 +118,7 @@ pub use http;
 pub use bytes;
 #[cfg(feature = "runtime")]
 #[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
-pub use transport::{Connection, ConnectionBuilder, Device};
+pub use transport::{Connection, ConnectionBuilder, Device, DeviceStatus, WorkerStatus};
 #[cfg(feature = "runtime")]
 #[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
 pub use upload::{StreamLimits, UploadPolicy, UploadRefusal};

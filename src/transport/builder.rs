@@ -52,6 +52,20 @@ impl ConnectionBuilder {
 }
 
 impl ConnectionBuilder {
+    /// Mongrel2's send and recv specs as this builder would connect to them (the recv spec
+    /// inferred when not given).
+    ///
+    /// # Errors
+    /// [`Error::BadSpec`](crate::Error::BadSpec) for an invalid spec.
+    pub fn specs(&self) -> Result<(SocketSpec, SocketSpec)> {
+        let send = SocketSpec::parse(&self.send_spec)?;
+        let recv = match &self.recv_spec {
+            Some(s) => SocketSpec::parse(s)?,
+            None => crate::default_recv_spec(&send)?,
+        };
+        Ok((send, recv))
+    }
+
     /// Mongrel2's `recv_spec`, where replies go. Default: the host of `send_spec` with the port
     /// one lower (as the Python m2wsgi 0.5.2 did).
     pub fn recv_spec(mut self, spec: impl Into<String>) -> Self {
@@ -77,7 +91,9 @@ impl ConnectionBuilder {
     /// `tcp://127.0.0.1:9997`) instead of pulling from Mongrel2's `send_spec` directly. Replies
     /// still go straight to Mongrel2's `recv_spec`. A [`Server`](crate::Server) works unchanged;
     /// it tells the device how many requests it can start
-    /// ([`set_capacity`](Connection::set_capacity)).
+    /// ([`set_capacity`](Connection::set_capacity)). `tcp://IDENT@host:port` gives this worker
+    /// the ZeroMQ identity `IDENT` (unique among the device's workers), by which
+    /// [`DeviceStatus`](crate::DeviceStatus) knows it.
     pub fn device(mut self, endpoint: impl Into<String>) -> Self {
         self.device = Some(endpoint.into());
         self
@@ -126,11 +142,7 @@ impl ConnectionBuilder {
     /// [`Error::BadSpec`](crate::Error::BadSpec) for an invalid spec, [`Error::Socket`](crate::Error::Socket) when ZeroMQ refuses.
     pub fn connect(self) -> Result<Connection> {
         self.uploads.check_at_start();
-        let send = SocketSpec::parse(&self.send_spec)?;
-        let recv = match &self.recv_spec {
-            Some(s) => SocketSpec::parse(s)?,
-            None => crate::default_recv_spec(&send)?,
-        };
+        let (send, recv) = self.specs()?;
         let device = self.device.as_deref().map(SocketSpec::parse).transpose()?;
         let ident = self
             .send_ident
@@ -145,6 +157,10 @@ impl ConnectionBuilder {
         let sock = if device.is_some() {
             let s = ctx.socket(zmq::DEALER).map_err(zerr("socket"))?;
             s.set_linger(0).map_err(zerr("setsockopt"))?;
+            // The device knows a worker by this (`tcp://IDENT@host:port`).
+            if let Some(id) = device.as_ref().and_then(SocketSpec::identity) {
+                s.set_identity(id.as_bytes()).map_err(zerr("setsockopt"))?;
+            }
             s.set_rcvhwm(0).map_err(zerr("setsockopt"))?;
             s.set_sndhwm(0).map_err(zerr("setsockopt"))?;
             s

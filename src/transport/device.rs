@@ -12,6 +12,7 @@ use crate::{Message, MessageKind};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A worker the device has not heard from for this long is forgotten.
@@ -86,9 +87,42 @@ pub struct Device {
     reply: Mutex<Option<(SocketSpec, zmq::Socket)>>,
     send: SocketSpec,
     endpoint: String,
+    status: Arc<Mutex<Vec<WorkerStatus>>>,
 }
 
 struct DeviceSocket(zmq::Socket);
+
+/// One worker as a running [`Device`] sees it (see [`DeviceStatus`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerStatus {
+    /// The worker's ZeroMQ identity: the `IDENT@` of its
+    /// [`ConnectionBuilder::device`](crate::ConnectionBuilder::device) spec, or one ZeroMQ
+    /// picked.
+    pub id: Bytes,
+    /// It said `BYE`: it gets nothing new.
+    pub leaving: bool,
+    /// Requests handed to it so far (new requests, not their continuations).
+    pub requests: u64,
+}
+
+/// What a running [`Device`] knows of its workers, refreshed every 100 ms and whenever a worker
+/// comes, leaves or goes; for a supervisor that starts and recycles worker processes. Get one
+/// with [`Device::status`] before moving the device to the thread that runs it.
+#[derive(Debug, Clone)]
+pub struct DeviceStatus(Arc<Mutex<Vec<WorkerStatus>>>);
+
+impl DeviceStatus {
+    /// The workers heard from and not gone, by id.
+    pub fn workers(&self) -> Vec<WorkerStatus> {
+        self.0.lock().clone()
+    }
+
+    /// The worker with this id, when it is connected.
+    pub fn worker(&self, id: &[u8]) -> Option<WorkerStatus> {
+        self.0.lock().iter().find(|w| w.id == id).cloned()
+    }
+}
 
 impl std::fmt::Debug for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -100,7 +134,7 @@ impl std::fmt::Debug for Device {
 }
 
 impl Device {
-    /// Binds the worker socket at `workers` (a ROUTER; `tcp://127.0.0.1:*` picks a free port,
+    /// Binds the worker socket at `workers` (a ROUTER; `tcp://127.0.0.1:*#bind` picks a free port,
     /// see [`endpoint`](Device::endpoint)) and prepares the PULL socket for Mongrel2's
     /// `send_spec`. The PULL socket connects when the first worker says `READY`, so a device
     /// with no workers takes no requests. The reply socket (for closing the connections of a
@@ -164,7 +198,13 @@ impl Device {
             reply: Mutex::new(Some((recv, reply))),
             send,
             endpoint,
+            status: Arc::default(),
         })
+    }
+
+    /// A live view of the device's workers (see [`DeviceStatus`]).
+    pub fn status(&self) -> DeviceStatus {
+        DeviceStatus(Arc::clone(&self.status))
     }
 
     /// The worker endpoint actually bound (with the real port when `*` was asked for).
@@ -193,7 +233,9 @@ impl Device {
         let mut stale = false;
         let mut last_expire = Instant::now();
         let mut serviced = Instant::now();
+        let mut published = (Instant::now(), Vec::new());
         while !stop.load(Ordering::SeqCst) {
+            self.publish(&state.sched, &mut published);
             let read_m2 = attached && state.sched.queued() < DEVICE_QUEUE_MAX;
             let mut items = [
                 self.router.0.as_poll_item(zmq::POLLIN),
@@ -268,7 +310,26 @@ impl Device {
             }
         }
         state.publ.close();
+        self.status.lock().clear();
         Ok(())
+    }
+
+    /// Refreshes [`DeviceStatus`] when the set of workers changed, or every 100 ms.
+    fn publish(&self, sched: &Scheduler, last: &mut (Instant, Vec<(WorkerId, bool)>)) {
+        let snap = sched.snapshot();
+        let shape: Vec<(WorkerId, bool)> = snap.iter().map(|(id, l, _)| (id.clone(), *l)).collect();
+        if shape == last.1 && last.0.elapsed() < Duration::from_millis(100) {
+            return;
+        }
+        *last = (Instant::now(), shape);
+        *self.status.lock() = snap
+            .into_iter()
+            .map(|(id, leaving, requests)| WorkerStatus {
+                id: Bytes::from(id),
+                leaving,
+                requests,
+            })
+            .collect();
     }
 }
 
@@ -453,7 +514,12 @@ impl Routing<'_> {
             .and_then(|()| self.router.send(flag, zmq::SNDMORE | zmq::DONTWAIT))
             .and_then(|()| self.router.send(&frame[..], zmq::DONTWAIT));
         match sent {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if class == Class::Fresh {
+                    self.sched.count_request(worker);
+                }
+                Ok(())
+            }
             Err(zmq::Error::EHOSTUNREACH) | Err(zmq::Error::EAGAIN) => {
                 let mut held = self.sched.remove(worker);
                 if class == Class::Fresh {

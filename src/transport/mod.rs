@@ -22,4 +22,4 @@ mod socket;
 
 pub use builder::ConnectionBuilder;
 pub use connection::Connection;
-pub use device::Device;
+pub use device::{Device, DeviceStatus, WorkerStatus};

@@ -68,6 +68,8 @@ struct WorkerInfo {
     last_assigned: u64,
     last_heard: Instant,
     leaving: bool,
+    /// Requests (fresh messages) handed to it.
+    requests: u64,
 }
 
 impl WorkerInfo {
@@ -118,6 +120,7 @@ impl Scheduler {
             last_assigned: 0,
             last_heard: now,
             leaving: false,
+            requests: 0,
         });
         // A restarted worker (same id, counters from zero) starts over.
         if seen < w.seen {
@@ -140,6 +143,7 @@ impl Scheduler {
             last_assigned: 0,
             last_heard: now,
             leaving: true,
+            requests: 0,
         });
         w.leaving = true;
         w.last_heard = now;
@@ -188,6 +192,24 @@ impl Scheduler {
         self.sticky
             .retain(|_, (_, t)| now.duration_since(*t) <= idle);
         gone
+    }
+
+    /// Counts a request handed to a worker.
+    pub(crate) fn count_request(&mut self, id: &[u8]) {
+        if let Some(w) = self.workers.get_mut(id) {
+            w.requests += 1;
+        }
+    }
+
+    /// Every known worker: its id, whether it is leaving, the requests handed to it.
+    pub(crate) fn snapshot(&self) -> Vec<(WorkerId, bool, u64)> {
+        let mut v: Vec<_> = self
+            .workers
+            .iter()
+            .map(|(id, w)| (id.clone(), w.leaving, w.requests))
+            .collect();
+        v.sort();
+        v
     }
 
     /// Whether the worker has said `BYE`.

@@ -41,6 +41,7 @@ Environment: an option shown with [env: M2WSGI_...] takes its default from that 
 Logging: without --log-level, RUST_LOG is honoured (e.g. RUST_LOG=info,m2wsgi::wsgi=debug).";
 
 const DB_HEADING: &str = "Handler from Mongrel2's config database";
+const WORKERS_HEADING: &str = "Worker processes (--workers)";
 
 /// The options of the `m2wsgi` command: serve the Python WSGI application APP behind Mongrel2.
 ///
@@ -110,8 +111,50 @@ pub struct Args {
     ///
     /// Behind a device, requests go to the process with a free thread, and a process that
     /// drains (SIGTERM) or dies loses no request that another one can answer.
-    #[arg(long, value_name = "ENDPOINT")]
+    #[arg(long, value_name = "ENDPOINT", env = "M2WSGI_DEVICE")]
     pub device: Option<String>,
+
+    /// Run a supervisor and N worker processes (each with --num-threads threads), with a
+    /// ready-based device between them and Mongrel2: a request goes to a process with a free
+    /// thread.
+    ///
+    /// Workers that die are restarted (with a back-off; a crash loop stops the supervisor).
+    /// SIGHUP replaces every worker (new application code) without losing a request: the new
+    /// ones serve before the old ones drain. SIGINT/SIGTERM drain all and exit 0.
+    #[arg(long, short = 'w', value_name = "N", env = "M2WSGI_WORKERS", value_parser = parse_threads,
+          help_heading = WORKERS_HEADING)]
+    pub workers: Option<usize>,
+
+    /// With --workers: replace a worker after it was handed N requests (0: never).
+    #[arg(long, value_name = "N", default_value = "0", env = "M2WSGI_MAX_REQUESTS",
+          requires = "workers", help_heading = WORKERS_HEADING)]
+    pub max_requests: u64,
+
+    /// With --max-requests: add a random 0..=J to each worker's limit, so that workers are not
+    /// all replaced at once.
+    #[arg(long, value_name = "J", default_value = "0", env = "M2WSGI_MAX_REQUESTS_JITTER",
+          requires = "workers", help_heading = WORKERS_HEADING)]
+    pub max_requests_jitter: u64,
+
+    /// With --workers: replace a worker whose resident memory passes MIB mebibytes (sampled
+    /// every second).
+    #[arg(long, value_name = "MIB", env = "M2WSGI_MAX_RSS", requires = "workers",
+          help_heading = WORKERS_HEADING)]
+    pub max_rss: Option<u64>,
+
+    /// With --workers: replace a worker after it has run S seconds.
+    #[arg(long, value_name = "S", env = "M2WSGI_LIFETIME", value_parser = parse_seconds,
+          requires = "workers", help_heading = WORKERS_HEADING)]
+    pub lifetime: Option<Duration>,
+
+    /// With --lifetime: add a random 0..=S seconds to each worker's lifetime.
+    #[arg(long, value_name = "S", default_value = "0", env = "M2WSGI_LIFETIME_JITTER",
+          value_parser = parse_seconds, requires = "lifetime", help_heading = WORKERS_HEADING)]
+    pub lifetime_jitter: Duration,
+
+    /// Write the process id (the supervisor's, with --workers) to FILE; removed at exit.
+    #[arg(long, value_name = "FILE", env = "M2WSGI_PID_FILE")]
+    pub pid_file: Option<PathBuf>,
 
     /// Read the handler from Mongrel2's config database (what `m2sh load` writes).
     ///
@@ -329,6 +372,8 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
+    let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
+    let _ = ARGV.set(argv.clone());
     match Args::try_parse_from(argv) {
         Ok(args) => run(args),
         Err(e) => {
@@ -439,7 +484,81 @@ fn connection(a: &Args) -> Result<crate::ConnectionBuilder, Stop> {
     Ok(builder)
 }
 
+/// The command line the process was started with, for starting worker processes (set by
+/// [`main_from`]; [`run`] alone uses the process's own).
+static ARGV: std::sync::OnceLock<Vec<OsString>> = std::sync::OnceLock::new();
+
+/// Writes the pid file, and removes it when dropped.
+struct PidFile(Option<PathBuf>);
+
+impl PidFile {
+    fn write(path: Option<&PathBuf>) -> Result<PidFile, Stop> {
+        if let Some(p) = path {
+            std::fs::write(p, format!("{}\n", std::process::id()))
+                .map_err(|e| fatal(format!("--pid-file {}: {e}", p.display())))?;
+        }
+        Ok(PidFile(path.cloned()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// `--workers N`: the supervisor (no Python in this process).
+fn run_supervisor(a: &Args, workers: usize) -> Result<(), Stop> {
+    let _pid = PidFile::write(a.pid_file.as_ref())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    crate::install_signal_handlers(&stop)
+        .map_err(|e| fatal(format!("cannot install signal handlers: {e}")))?;
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
+        .map_err(|e| fatal(format!("cannot install the SIGHUP handler: {e}")))?;
+    let (send, recv) = connection(a)?.specs().map_err(fatal)?;
+    let argv = ARGV
+        .get()
+        .cloned()
+        .unwrap_or_else(|| std::env::args_os().collect());
+    let program = std::env::current_exe()
+        .map(OsString::from)
+        .map_err(|e| fatal(format!("cannot find this program to start workers: {e}")))?;
+    let cmd = super::supervisor::WorkerCommand {
+        program,
+        args: argv.into_iter().skip(1).collect(),
+    };
+    let plan = super::supervisor::Plan {
+        workers,
+        max_requests: a.max_requests,
+        max_requests_jitter: a.max_requests_jitter,
+        max_rss_kib: a.max_rss.map(|m| m * 1024),
+        lifetime: a.lifetime,
+        lifetime_jitter: a.lifetime_jitter,
+        shutdown_timeout: a.shutdown_timeout,
+    };
+    super::supervisor::supervise(&plan, &send, &recv, &cmd, &stop, &reload).map_err(fatal)
+}
+
 fn serve(a: &Args) -> Result<(), Stop> {
+    let worker_of_supervisor = std::env::var_os(super::supervisor::WORKER_ENV).is_some();
+    if let (Some(n), false) = (a.workers, worker_of_supervisor) {
+        if a.device.is_some() {
+            return Err(Stop::Usage(
+                "--workers runs its own device between Mongrel2 and the workers: drop --device \
+                 (or run m2wsgi-device and start the workers yourself)"
+                    .into(),
+            ));
+        }
+        return run_supervisor(a, n);
+    }
+    let _pid = if worker_of_supervisor {
+        PidFile(None)
+    } else {
+        PidFile::write(a.pid_file.as_ref())?
+    };
     if let Some(dir) = &a.chdir {
         std::env::set_current_dir(dir)
             .map_err(|e| Stop::Usage(format!("--chdir {}: {e}", dir.display())))?;
@@ -450,6 +569,9 @@ fn serve(a: &Args) -> Result<(), Stop> {
     let stop = Arc::new(AtomicBool::new(false));
     crate::install_signal_handlers(&stop)
         .map_err(|e| fatal(format!("cannot install signal handlers: {e}")))?;
+    if worker_of_supervisor {
+        super::supervisor::watch_parent(Arc::clone(&stop));
+    }
     super::initialize(None).map_err(fatal)?;
     if a.python_info {
         print!("{}", super::python_info());

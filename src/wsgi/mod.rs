@@ -87,6 +87,7 @@
 //! | `start_response.rs` | `start_response` and `write`, with the status and header checks |
 //! | `body.rs` | sending the returned iterable (lists, [`FileWrapper`], generators) and calling its `close()` |
 //! | `flusher.rs` | the per-worker thread that sends what a paused generator left buffered |
+//! | `supervisor.rs` | `--workers N`: the supervisor process, its device, and the worker processes it starts, restarts and recycles |
 //!
 //! # Embedding CPython
 //!
@@ -116,6 +117,7 @@ mod input;
 mod interpreter;
 mod server;
 mod start_response;
+mod supervisor;
 mod venv;
 
 pub use body::FileWrapper;

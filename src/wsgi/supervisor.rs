@@ -1,0 +1,497 @@
+//! `m2wsgi --workers N`: one supervisor process, N worker processes, and the ready-based
+//! [`Device`] between them and Mongrel2, built in.
+//!
+//! The supervisor never starts Python. It binds a [`Device`] on a loopback port, runs it on a
+//! thread, and starts N copies of the same command as workers behind it (each with its own
+//! `--num-threads`), telling them apart by their device identity (`w<serial>`). A worker is
+//! *serving* once the device has heard its `READY`. Every change of workers is a handoff that
+//! loses nothing: the replacement is started first, and the old worker is sent SIGTERM only
+//! once the replacement serves; the old one then leaves through the device's `BYE` handshake.
+//!
+//! - **Crashes**: a worker that exits without being asked is started again, at once the first
+//!   time and with a back-off (100 ms doubling, up to 10 s) while workers keep dying within
+//!   5 s of their start; five such deaths in a row stop the supervisor with an error (exit 1)
+//!   instead of spinning. A worker that dies before it ever served, while the server starts,
+//!   stops it at once (the application does not load). The device closes the client
+//!   connections a dead worker held.
+//! - **Recycling**: `--max-requests` (plus a random `--max-requests-jitter` per worker),
+//!   `--max-rss` (sampled every second), `--lifetime` (plus `--lifetime-jitter`). Each is logged
+//!   with its cause and counted.
+//! - **Reload**: SIGHUP replaces every worker (fresh processes: new application code).
+//! - **Shutdown**: SIGINT/SIGTERM send SIGTERM to every worker, which drains (in-flight
+//!   requests answered); the supervisor waits for them (up to `--shutdown-timeout` and 5 s
+//!   more, then SIGKILL), stops the device and exits 0. A second signal exits at once; the
+//!   workers notice their parent is gone and drain on their own.
+
+use crate::spec::SocketSpec;
+use crate::Device;
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The environment variable that makes a process started by the supervisor a worker; its value
+/// is the worker's device identity.
+pub(super) const WORKER_ENV: &str = "M2WSGI_WORKER_ID";
+/// A worker that dies this soon after its start counts toward a crash loop.
+const QUICK_DEATH: Duration = Duration::from_secs(5);
+/// Quick deaths in a row that stop the supervisor.
+const CRASH_LOOP: u32 = 5;
+/// The longest back-off between restarts of dying workers.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long a new worker may take to serve before it is given up.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the supervisor looks at its workers.
+const TICK: Duration = Duration::from_millis(50);
+
+/// What `--workers` and the recycling options ask for.
+#[derive(Debug, Clone)]
+pub(super) struct Plan {
+    /// Worker processes.
+    pub(super) workers: usize,
+    /// Recycle a worker after this many requests (0: never), plus up to `max_requests_jitter`.
+    pub(super) max_requests: u64,
+    pub(super) max_requests_jitter: u64,
+    /// Recycle a worker above this resident set size, in KiB.
+    pub(super) max_rss_kib: Option<u64>,
+    /// Recycle a worker after this long, plus up to `lifetime_jitter`.
+    pub(super) lifetime: Option<Duration>,
+    pub(super) lifetime_jitter: Duration,
+    /// The workers' `--shutdown-timeout`.
+    pub(super) shutdown_timeout: Duration,
+}
+
+/// How to start a worker: this program with these arguments (the supervisor's own command
+/// line; the worker role comes from [`WORKER_ENV`] and `M2WSGI_DEVICE`).
+#[derive(Debug, Clone)]
+pub(super) struct WorkerCommand {
+    pub(super) program: OsString,
+    pub(super) args: Vec<OsString>,
+}
+
+/// Why a worker was replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    MaxRequests,
+    MaxRss,
+    Lifetime,
+    Reload,
+}
+
+impl Cause {
+    fn as_str(self) -> &'static str {
+        match self {
+            Cause::MaxRequests => "max-requests",
+            Cause::MaxRss => "max-rss",
+            Cause::Lifetime => "lifetime",
+            Cause::Reload => "reload",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Worker {
+    serial: u64,
+    child: Child,
+    started: Instant,
+    /// The device has heard it.
+    serving: bool,
+    /// Sent SIGTERM: it is leaving.
+    stopping: bool,
+    /// The serial of the worker started to replace this one, and why.
+    replaced_by: Option<(u64, Cause)>,
+    /// The worker this one replaces.
+    replaces: Option<u64>,
+    /// Recycle after this many requests.
+    request_limit: Option<u64>,
+    /// Recycle at this time.
+    retire_at: Option<Instant>,
+    last_rss_check: Instant,
+}
+
+impl Worker {
+    fn id(&self) -> String {
+        format!("w{}", self.serial)
+    }
+}
+
+/// The supervisor's state.
+struct Supervisor<'p> {
+    plan: &'p Plan,
+    cmd: &'p WorkerCommand,
+    endpoint: String,
+    workers: Vec<Worker>,
+    next_serial: u64,
+    /// Restarts owed after crashes, and when each is due.
+    respawns: VecDeque<Instant>,
+    quick_deaths: u32,
+    /// Whether the first workers all served yet.
+    booted: bool,
+    recycles: [u64; 4],
+    crashes: u64,
+}
+
+/// Runs the supervisor until SIGINT/SIGTERM (`stop`); SIGHUP (`reload`) replaces every worker.
+///
+/// # Errors
+/// A message for the log when the device cannot start, a worker cannot be started, the
+/// application does not load, or workers keep dying.
+pub(super) fn supervise(
+    plan: &Plan,
+    send: &SocketSpec,
+    recv: &SocketSpec,
+    cmd: &WorkerCommand,
+    stop: &Arc<AtomicBool>,
+    reload: &Arc<AtomicBool>,
+) -> Result<(), String> {
+    let device = Device::bind_with_reply(
+        &send.to_string(),
+        &recv.to_string(),
+        "tcp://127.0.0.1:*#bind",
+    )
+    .map_err(|e| format!("cannot start the device: {e}"))?;
+    let endpoint = device.endpoint().to_string();
+    let status = device.status();
+    let device_stop = Arc::new(AtomicBool::new(false));
+    let device_thread = {
+        let flag = Arc::clone(&device_stop);
+        std::thread::Builder::new()
+            .name("m2wsgi-device".into())
+            .spawn(move || device.run(&flag))
+            .map_err(|e| format!("cannot start the device thread: {e}"))?
+    };
+    tracing::info!(
+        "supervisor (pid {}): {} worker process(es) behind a device at {endpoint}; requests from \
+         {send}, replies to {recv}",
+        std::process::id(),
+        plan.workers
+    );
+    let mut sup = Supervisor {
+        plan,
+        cmd,
+        endpoint,
+        workers: Vec::new(),
+        next_serial: 1,
+        respawns: VecDeque::new(),
+        quick_deaths: 0,
+        booted: false,
+        recycles: [0; 4],
+        crashes: 0,
+    };
+    let result = sup.run(&status, stop, reload);
+    sup.shutdown();
+    device_stop.store(true, Ordering::SeqCst);
+    match device_thread.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!("the device stopped: {e}"),
+        Err(_) => tracing::error!("the device thread panicked"),
+    }
+    tracing::info!(
+        "supervisor stopped: {} crash(es); recycled {} for max-requests, {} for max-rss, {} for \
+         lifetime, {} for reload",
+        sup.crashes,
+        sup.recycles[0],
+        sup.recycles[1],
+        sup.recycles[2],
+        sup.recycles[3]
+    );
+    result
+}
+
+impl Supervisor<'_> {
+    fn run(
+        &mut self,
+        status: &crate::DeviceStatus,
+        stop: &AtomicBool,
+        reload: &AtomicBool,
+    ) -> Result<(), String> {
+        for _ in 0..self.plan.workers {
+            self.spawn(None)?;
+        }
+        while !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(TICK);
+            if reload.swap(false, Ordering::SeqCst) {
+                tracing::info!("SIGHUP: replacing every worker");
+                self.replace_all(Cause::Reload)?;
+            }
+            self.reap()?;
+            self.check_serving(status)?;
+            self.check_recycling(status)?;
+            let now = Instant::now();
+            while self.respawns.front().is_some_and(|t| *t <= now) {
+                self.respawns.pop_front();
+                self.spawn(None)?;
+            }
+        }
+        tracing::info!("shutting down: draining every worker");
+        Ok(())
+    }
+
+    /// Starts a worker (replacing `replaces`, if given).
+    fn spawn(&mut self, replaces: Option<u64>) -> Result<u64, String> {
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        let id = format!("w{serial}");
+        let device = self.endpoint.replacen("tcp://", &format!("tcp://{id}@"), 1);
+        let child = Command::new(&self.cmd.program)
+            .args(&self.cmd.args)
+            .env(WORKER_ENV, &id)
+            .env("M2WSGI_DEVICE", &device)
+            .spawn()
+            .map_err(|e| {
+                format!(
+                    "cannot start a worker ({}): {e}",
+                    self.cmd.program.to_string_lossy()
+                )
+            })?;
+        let now = Instant::now();
+        let jitter = |max: u64| {
+            if max == 0 {
+                0
+            } else {
+                (uuid::Uuid::new_v4().as_u128() % u128::from(max + 1)) as u64
+            }
+        };
+        let plan = self.plan;
+        let request_limit =
+            (plan.max_requests > 0).then(|| plan.max_requests + jitter(plan.max_requests_jitter));
+        let retire_at = plan.lifetime.map(|l| {
+            let j = jitter(u64::try_from(plan.lifetime_jitter.as_millis()).unwrap_or(u64::MAX));
+            now + l + Duration::from_millis(j)
+        });
+        tracing::info!("worker {id} started (pid {})", child.id());
+        self.workers.push(Worker {
+            serial,
+            child,
+            started: now,
+            serving: false,
+            stopping: false,
+            replaced_by: None,
+            replaces,
+            request_limit,
+            retire_at,
+            last_rss_check: now,
+        });
+        Ok(serial)
+    }
+
+    /// Starts a replacement for every worker not already being replaced.
+    fn replace_all(&mut self, cause: Cause) -> Result<(), String> {
+        let serials: Vec<u64> = self
+            .workers
+            .iter()
+            .filter(|w| !w.stopping && w.replaced_by.is_none() && w.replaces.is_none())
+            .map(|w| w.serial)
+            .collect();
+        for s in serials {
+            self.replace(s, cause)?;
+        }
+        Ok(())
+    }
+
+    fn replace(&mut self, serial: u64, cause: Cause) -> Result<(), String> {
+        let new = self.spawn(Some(serial))?;
+        if let Some(w) = self.workers.iter_mut().find(|w| w.serial == serial) {
+            w.replaced_by = Some((new, cause));
+            tracing::info!(
+                "recycling worker {} ({}): w{new} takes over once it serves",
+                w.id(),
+                cause.as_str()
+            );
+        }
+        Ok(())
+    }
+
+    /// Collects workers that exited; restarts the ones that were not asked to.
+    fn reap(&mut self) -> Result<(), String> {
+        let mut i = 0;
+        while i < self.workers.len() {
+            let exited = self.workers[i].child.try_wait().ok().flatten();
+            let Some(st) = exited else {
+                i += 1;
+                continue;
+            };
+            let w = self.workers.remove(i);
+            if w.stopping {
+                tracing::info!("worker {} left ({st})", w.id());
+                continue;
+            }
+            self.crashes += 1;
+            if !w.serving && !self.booted {
+                return Err(format!(
+                    "worker {} exited ({st}) before it served: the application did not start \
+                     (see the log above)",
+                    w.id()
+                ));
+            }
+            // A replacement that died: the worker it was to replace stays.
+            if let Some(old) = w.replaces {
+                if let Some(o) = self.workers.iter_mut().find(|o| o.serial == old) {
+                    o.replaced_by = None;
+                }
+            }
+            let quick = w.started.elapsed() < QUICK_DEATH;
+            self.quick_deaths = if quick { self.quick_deaths + 1 } else { 0 };
+            if self.quick_deaths >= CRASH_LOOP {
+                return Err(format!(
+                    "workers keep dying within {QUICK_DEATH:?} of their start ({CRASH_LOOP} in a \
+                     row, the last {st}): stopping instead of restarting them again; see the log \
+                     above"
+                ));
+            }
+            let backoff = if self.quick_deaths <= 1 {
+                Duration::ZERO
+            } else {
+                (Duration::from_millis(100) * 2u32.pow(self.quick_deaths - 2)).min(MAX_BACKOFF)
+            };
+            tracing::error!(
+                "worker {} (pid {}) died ({st}); starting another in {backoff:?}",
+                w.id(),
+                w.child.id()
+            );
+            if w.replaces.is_none() {
+                self.respawns.push_back(Instant::now() + backoff);
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks workers the device has heard as serving; a replacement that serves retires the
+    /// worker it replaces.
+    fn check_serving(&mut self, status: &crate::DeviceStatus) -> Result<(), String> {
+        let connected = status.workers();
+        let mut retire = Vec::new();
+        for w in &mut self.workers {
+            if w.serving || w.stopping {
+                continue;
+            }
+            let id = w.id();
+            if connected
+                .iter()
+                .any(|c| c.id == id.as_bytes() && !c.leaving)
+            {
+                w.serving = true;
+                tracing::info!("worker {id} (pid {}) serving", w.child.id());
+                if let Some(old) = w.replaces.take() {
+                    retire.push(old);
+                }
+            } else if w.started.elapsed() > BOOT_TIMEOUT {
+                tracing::error!("worker {id} did not serve within {BOOT_TIMEOUT:?}; stopping it");
+                terminate(&mut w.child);
+                w.stopping = true;
+            }
+        }
+        for old in retire {
+            if let Some(o) = self.workers.iter_mut().find(|o| o.serial == old) {
+                if let Some((_, cause)) = o.replaced_by {
+                    self.recycles[cause as usize] += 1;
+                }
+                terminate(&mut o.child);
+                o.stopping = true;
+            }
+        }
+        if !self.booted && self.workers.iter().filter(|w| w.serving).count() >= self.plan.workers {
+            self.booted = true;
+            tracing::info!("all {} workers serving", self.plan.workers);
+        }
+        Ok(())
+    }
+
+    /// Starts replacements for workers past a recycling limit.
+    fn check_recycling(&mut self, status: &crate::DeviceStatus) -> Result<(), String> {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for w in &mut self.workers {
+            if !w.serving || w.stopping || w.replaced_by.is_some() {
+                continue;
+            }
+            let id = w.id();
+            let requests = status.worker(id.as_bytes()).map_or(0, |s| s.requests);
+            if w.request_limit.is_some_and(|l| requests >= l) {
+                due.push((w.serial, Cause::MaxRequests));
+            } else if w.retire_at.is_some_and(|t| now >= t) {
+                due.push((w.serial, Cause::Lifetime));
+            } else if let Some(max) = self.plan.max_rss_kib {
+                if now.duration_since(w.last_rss_check) >= Duration::from_secs(1) {
+                    w.last_rss_check = now;
+                    if rss_kib(w.child.id()).is_some_and(|r| r > max) {
+                        due.push((w.serial, Cause::MaxRss));
+                    }
+                }
+            }
+        }
+        for (serial, cause) in due {
+            self.replace(serial, cause)?;
+        }
+        Ok(())
+    }
+
+    /// Sends SIGTERM to every worker and waits for them (SIGKILL after the drain deadline).
+    fn shutdown(&mut self) {
+        for w in &mut self.workers {
+            if w.child.try_wait().ok().flatten().is_none() {
+                terminate(&mut w.child);
+            }
+        }
+        let deadline = Instant::now() + self.plan.shutdown_timeout + Duration::from_secs(5);
+        for w in &mut self.workers {
+            loop {
+                match w.child.try_wait() {
+                    Ok(Some(st)) => {
+                        tracing::info!("worker {} left ({st})", w.id());
+                        break;
+                    }
+                    Ok(None) if Instant::now() < deadline => std::thread::sleep(TICK),
+                    _ => {
+                        tracing::error!(
+                            "worker {} did not leave within the shutdown deadline; killing it",
+                            w.id()
+                        );
+                        let _ = w.child.kill();
+                        let _ = w.child.wait();
+                        break;
+                    }
+                }
+            }
+        }
+        self.workers.clear();
+    }
+}
+
+/// Sends SIGTERM (the worker drains).
+fn terminate(child: &mut Child) {
+    let pid = i32::try_from(child.id())
+        .ok()
+        .and_then(rustix::process::Pid::from_raw);
+    if let Some(pid) = pid {
+        if let Err(e) = rustix::process::kill_process(pid, rustix::process::Signal::TERM) {
+            tracing::warn!("SIGTERM to pid {pid:?}: {e}");
+        }
+    }
+}
+
+/// A process's resident set size in KiB (VmRSS).
+fn rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// In a worker: sets `stop` when the supervisor that started it is gone (the worker then
+/// drains and exits).
+pub(super) fn watch_parent(stop: Arc<AtomicBool>) {
+    let parent = std::os::unix::process::parent_id();
+    let _ = std::thread::Builder::new()
+        .name("m2wsgi-parent-watch".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(500));
+            if std::os::unix::process::parent_id() != parent {
+                tracing::warn!("the supervisor is gone; draining");
+                stop.store(true, Ordering::SeqCst);
+                return;
+            }
+        });
+}

@@ -1,0 +1,15 @@
+"""The application of the --workers tests: hello, which process answered, and a crash."""
+
+import os
+
+
+def application(environ, start_response):
+    path = environ.get("PATH_INFO", "/")
+    if path.endswith("/crash"):
+        os._exit(3)
+    if path.endswith("/pid"):
+        body = str(os.getpid()).encode()
+    else:
+        body = b"Hello, world!"
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]

@@ -1,0 +1,194 @@
+//! `m2wsgi --workers N` through a real Mongrel2: the supervisor starts N worker processes behind
+//! its built-in device, restarts one that dies, replaces all on SIGHUP and after
+//! `--max-requests` without losing a request under load, stops on a crash loop, and drains on
+//! SIGTERM.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::load::Load;
+use support::mongrel2::{curl, Handler, Mongrel2};
+use support::process::{wait_until, Proc};
+use support::wsgi::m2wsgi;
+
+const T: Duration = Duration::from_secs(20);
+
+fn start(m2: &Mongrel2, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "workers_app",
+        m2.send_spec("app"),
+        m2.recv_spec("app"),
+        "--send-ident",
+        m2.send_ident("app"),
+        "--num-threads",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    m2wsgi(&args, &[], false)
+}
+
+fn mongrel2() -> Mongrel2 {
+    Mongrel2::builder()
+        .handler("/app", &Handler::tcp("app"))
+        .start()
+}
+
+/// The pids of the workers the supervisor's log says it started.
+fn worker_pids(log: &str) -> Vec<u32> {
+    log.lines()
+        .filter_map(|l| l.split(" started (pid ").nth(1))
+        .filter_map(|rest| rest.trim_end_matches(')').parse().ok())
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+#[test]
+fn workers_serve_a_dead_one_is_replaced_and_sigterm_drains_all() {
+    let m2 = mongrel2();
+    let mut sup = start(&m2, &["--workers", "2"]);
+    assert!(
+        sup.wait_for_log("all 2 workers serving", T),
+        "{}",
+        sup.log()
+    );
+    let pids = worker_pids(&sup.log());
+    assert_eq!(pids.len(), 2, "{}", sup.log());
+    // Both processes answer (the device spreads new connections over them).
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..20 {
+        let out = curl(&["-s", &m2.url("/app/pid")]);
+        seen.insert(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    assert!(seen.len() == 2, "answered by {seen:?}, workers {pids:?}");
+
+    // A worker killed is replaced; requests keep being answered.
+    let mut killer = Proc::spawn(
+        std::path::Path::new("/bin/kill"),
+        &["-KILL", &pids[0].to_string()],
+        &[],
+    );
+    killer.wait_exit(T);
+    assert!(sup.wait_for_log("died (signal: 9", T), "{}", sup.log());
+    assert!(sup.wait_for_log("worker w3 (pid", T), "{}", sup.log());
+    assert!(
+        wait_until(T, || sup.log().contains("worker w3 (pid")
+            && sup.log().matches(" serving").count() >= 3),
+        "{}",
+        sup.log()
+    );
+    for _ in 0..10 {
+        let out = curl(&["-s", &m2.url("/app/hello")]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello, world!");
+    }
+    let all = worker_pids(&sup.log());
+    assert_eq!(all.len(), 3, "{}", sup.log());
+
+    // SIGTERM: every worker drains and exits, then the supervisor exits 0.
+    sup.signal("TERM");
+    let st = sup.wait_exit(T).expect("the supervisor did not exit");
+    assert!(st.success(), "{st}:\n{}", sup.log());
+    for pid in all {
+        assert!(!alive(pid), "worker {pid} still running");
+    }
+}
+
+#[test]
+fn sighup_and_max_requests_replace_workers_without_losing_a_request() {
+    let m2 = mongrel2();
+    let mut sup = start(
+        &m2,
+        &[
+            "--workers",
+            "2",
+            "--max-requests",
+            "300",
+            "--max-requests-jitter",
+            "50",
+        ],
+    );
+    assert!(
+        sup.wait_for_log("all 2 workers serving", T),
+        "{}",
+        sup.log()
+    );
+    let load = Load::start(
+        m2.addr(),
+        "/app/hello",
+        "Hello, world!",
+        400,
+        4,
+        4000,
+        Duration::from_secs(30),
+    );
+    assert!(wait_until(T, || load.answered() >= 100));
+    // Reload: every worker replaced (w3, w4 take over; w1, w2 leave).
+    sup.signal("HUP");
+    assert!(
+        wait_until(T, || {
+            let log = sup.log();
+            log.contains("worker w1 left") && log.contains("worker w2 left")
+        }),
+        "{}",
+        sup.log()
+    );
+    // Past 300-350 requests each, workers are recycled for max-requests.
+    assert!(
+        wait_until(T, || sup.log().contains("(max-requests)")),
+        "{}",
+        sup.log()
+    );
+    let at = load.answered();
+    assert!(wait_until(T, || load.answered() >= at + 100));
+    let report = load.finish();
+    eprintln!("reload + max-requests under load: {}", report.summary());
+    assert_eq!(report.failed(), 0, "{:?}\n{}", report.failures, sup.log());
+    sup.signal("TERM");
+    let st = sup.wait_exit(T).expect("the supervisor did not exit");
+    assert!(st.success(), "{st}");
+    assert!(sup.log().contains("recycled"), "{}", sup.log());
+}
+
+#[test]
+fn a_crash_loop_stops_the_supervisor_and_a_broken_app_stops_it_at_boot() {
+    let m2 = mongrel2();
+    let mut sup = start(&m2, &["--workers", "1"]);
+    assert!(
+        sup.wait_for_log("all 1 workers serving", T),
+        "{}",
+        sup.log()
+    );
+    // Every worker dies at its first request: five quick deaths in a row stop the supervisor.
+    let t = Instant::now();
+    while sup.is_running() && t.elapsed() < Duration::from_secs(60) {
+        let _ = curl(&["-s", "-m", "2", &m2.url("/app/crash")]);
+    }
+    let st = sup.wait_exit(T).expect("the supervisor did not stop");
+    assert_eq!(st.code(), Some(1), "{}", sup.log());
+    assert!(sup.log().contains("workers keep dying"), "{}", sup.log());
+
+    // An application that does not import: exit 1 at boot, saying so.
+    let mut broken = m2wsgi(
+        &[
+            "broken_import",
+            m2.send_spec("app"),
+            m2.recv_spec("app"),
+            "--workers",
+            "2",
+        ],
+        &[],
+        false,
+    );
+    let st = broken.wait_exit(T).expect("the supervisor did not stop");
+    assert_eq!(st.code(), Some(1), "{}", broken.log());
+    assert!(
+        broken.log().contains("before it served"),
+        "{}",
+        broken.log()
+    );
+}
