@@ -192,3 +192,44 @@ fn a_crash_loop_stops_the_supervisor_and_a_broken_app_stops_it_at_boot() {
         broken.log()
     );
 }
+
+#[test]
+fn reload_replaces_the_worker_when_a_source_file_changes() {
+    let m2 = mongrel2();
+    let dir = tempfile::tempdir().unwrap();
+    let app = |v: &str| {
+        format!(
+            "def application(environ, start_response):\n    start_response('200 OK', \
+             [('Content-Length', '{}')])\n    return [b'{v}']\n",
+            v.len()
+        )
+    };
+    std::fs::write(dir.path().join("reload_app.py"), app("v1")).unwrap();
+    let chdir = dir.path().to_str().unwrap().to_string();
+    let mut sup = m2wsgi(
+        &[
+            "reload_app",
+            m2.send_spec("app"),
+            m2.recv_spec("app"),
+            "--chdir",
+            &chdir,
+            "--reload",
+        ],
+        &[],
+        false,
+    );
+    assert!(
+        sup.wait_for_log("all 1 workers serving", T),
+        "{}",
+        sup.log()
+    );
+    let get =
+        || String::from_utf8_lossy(&curl(&["-s", "-m", "5", &m2.url("/app/")]).stdout).into_owned();
+    assert_eq!(get(), "v1");
+    std::fs::write(dir.path().join("reload_app.py"), app("v2")).unwrap();
+    assert!(wait_until(T, || get() == "v2"), "{}", sup.log());
+    assert!(sup.log().contains("--reload: "), "{}", sup.log());
+    sup.signal("TERM");
+    let st = sup.wait_exit(T).expect("the supervisor did not exit");
+    assert!(st.success(), "{st}");
+}

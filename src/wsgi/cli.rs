@@ -152,6 +152,13 @@ pub struct Args {
           value_parser = parse_seconds, requires = "lifetime", help_heading = WORKERS_HEADING)]
     pub lifetime_jitter: Duration,
 
+    /// Development: replace the workers whenever a .py file changes under the working
+    /// directory (after --chdir) or a --pythonpath directory. Implies --workers 1 when
+    /// --workers is not given.
+    #[arg(long, env = "M2WSGI_RELOAD", value_parser = BoolishValueParser::new(),
+          help_heading = WORKERS_HEADING)]
+    pub reload: bool,
+
     /// Write the process id (the supervisor's, with --workers) to FILE; removed at exit.
     #[arg(long, value_name = "FILE", env = "M2WSGI_PID_FILE")]
     pub pid_file: Option<PathBuf>,
@@ -518,6 +525,18 @@ fn run_supervisor(a: &Args, workers: usize) -> Result<(), Stop> {
     let reload = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
         .map_err(|e| fatal(format!("cannot install the SIGHUP handler: {e}")))?;
+    let _watcher = if a.reload {
+        let mut dirs = vec![match &a.chdir {
+            Some(d) => d.clone(),
+            None => {
+                std::env::current_dir().map_err(|e| fatal(format!("current directory: {e}")))?
+            }
+        }];
+        dirs.extend(a.pythonpath.iter().cloned());
+        Some(super::supervisor::watch_sources(&dirs, Arc::clone(&reload)).map_err(fatal)?)
+    } else {
+        None
+    };
     let (send, recv) = connection(a)?.specs().map_err(fatal)?;
     let argv = ARGV
         .get()
@@ -544,7 +563,8 @@ fn run_supervisor(a: &Args, workers: usize) -> Result<(), Stop> {
 
 fn serve(a: &Args) -> Result<(), Stop> {
     let worker_of_supervisor = std::env::var_os(super::supervisor::WORKER_ENV).is_some();
-    if let (Some(n), false) = (a.workers, worker_of_supervisor) {
+    let workers = a.workers.or(a.reload.then_some(1));
+    if let (Some(n), false) = (workers, worker_of_supervisor) {
         if a.device.is_some() {
             return Err(Stop::Usage(
                 "--workers runs its own device between Mongrel2 and the workers: drop --device \
@@ -571,6 +591,11 @@ fn serve(a: &Args) -> Result<(), Stop> {
         .map_err(|e| fatal(format!("cannot install signal handlers: {e}")))?;
     if worker_of_supervisor {
         super::supervisor::watch_parent(Arc::clone(&stop));
+        // A terminal's hangup reaches the whole process group: only the supervisor acts on it.
+        let _ = signal_hook::flag::register(
+            signal_hook::consts::SIGHUP,
+            Arc::new(AtomicBool::new(false)),
+        );
     }
     super::initialize(None).map_err(fatal)?;
     if a.python_info {

@@ -17,7 +17,9 @@
 //! - **Recycling**: `--max-requests` (plus a random `--max-requests-jitter` per worker),
 //!   `--max-rss` (sampled every second), `--lifetime` (plus `--lifetime-jitter`). Each is logged
 //!   with its cause and counted.
-//! - **Reload**: SIGHUP replaces every worker (fresh processes: new application code).
+//! - **Reload**: SIGHUP replaces every worker (fresh processes: new application code), and so
+//!   does a change to a `.py` file under the working directory or a `--pythonpath` directory
+//!   with `--reload` (for development).
 //! - **Shutdown**: SIGINT/SIGTERM send SIGTERM to every worker, which drains (in-flight
 //!   requests answered); the supervisor waits for them (up to `--shutdown-timeout` and 5 s
 //!   more, then SIGKILL), stops the device and exits 0. A second signal exits at once; the
@@ -213,7 +215,7 @@ impl Supervisor<'_> {
         while !stop.load(Ordering::SeqCst) {
             std::thread::sleep(TICK);
             if reload.swap(false, Ordering::SeqCst) {
-                tracing::info!("SIGHUP: replacing every worker");
+                tracing::info!("reload: replacing every worker");
                 self.replace_all(Cause::Reload)?;
             }
             self.reap()?;
@@ -478,6 +480,38 @@ fn rss_kib(pid: u32) -> Option<u64> {
     s.lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// `--reload`: sets `reload` whenever a `.py` file under one of `dirs` is written, created,
+/// renamed or removed. The watcher works while the returned value lives.
+///
+/// # Errors
+/// A message for the log when a directory cannot be watched.
+pub(super) fn watch_sources(
+    dirs: &[std::path::PathBuf],
+    reload: Arc<AtomicBool>,
+) -> Result<notify::RecommendedWatcher, String> {
+    use notify::{EventKind, RecursiveMode, Watcher as _};
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        let Ok(ev) = ev else { return };
+        let relevant = matches!(
+            ev.kind,
+            EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)
+        ) && ev
+            .paths
+            .iter()
+            .any(|p| p.extension().is_some_and(|e| e == "py"));
+        if relevant && !reload.swap(true, Ordering::SeqCst) {
+            tracing::info!("--reload: {} changed", ev.paths[0].display());
+        }
+    })
+    .map_err(|e| format!("--reload: cannot watch files: {e}"))?;
+    for d in dirs {
+        watcher
+            .watch(d, RecursiveMode::Recursive)
+            .map_err(|e| format!("--reload: cannot watch {}: {e}", d.display()))?;
+    }
+    Ok(watcher)
 }
 
 /// In a worker: sets `stop` when the supervisor that started it is gone (the worker then
