@@ -233,3 +233,58 @@ fn reload_replaces_the_worker_when_a_source_file_changes() {
     let st = sup.wait_exit(T).expect("the supervisor did not exit");
     assert!(st.success(), "{st}");
 }
+
+#[test]
+fn a_config_file_is_checked_printed_and_served() {
+    let m2 = mongrel2();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("m2wsgi.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "app = \"workers_app\"\nsend_spec = \"{}\"\nrecv_spec = \"{}\"\nsend-ident = \"{}\"\n\
+             num-threads = 2\nworkers = 2\n",
+            m2.send_spec("app"),
+            m2.recv_spec("app"),
+            m2.send_ident("app")
+        ),
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let (st, out, err) = m2wsgi(&["--config", file, "--check-config"], &[], false).finish();
+    assert!(st.success(), "{out}{err}");
+    assert!(
+        out.contains("the configuration is valid and workers_app loads"),
+        "{out}"
+    );
+    let (st, out, _) = m2wsgi(
+        &["--config", file, "--print-config", "--num-threads=3"],
+        &[],
+        false,
+    )
+    .finish();
+    assert!(st.success());
+    assert!(
+        out.contains("num_threads = \"3\"") && out.contains("workers = \"2\""),
+        "{out}"
+    );
+    // A broken application fails the check.
+    let (st, _, err) = m2wsgi(
+        &["--config", file, "--check-config", "broken_import"],
+        &[],
+        false,
+    )
+    .finish();
+    assert_eq!(st.code(), Some(1), "{err}");
+    // Served from the file alone, with its two workers.
+    let mut sup = m2wsgi(&["--config", file], &[], false);
+    assert!(
+        sup.wait_for_log("all 2 workers serving", T),
+        "{}",
+        sup.log()
+    );
+    let out = curl(&["-s", &m2.url("/app/hello")]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello, world!");
+    sup.signal("TERM");
+    assert!(sup.wait_exit(T).expect("did not exit").success());
+}

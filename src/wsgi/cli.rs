@@ -67,7 +67,7 @@ pub struct Args {
     /// (its `application`, else its `app`).
     ///
     /// The working directory and every --pythonpath are put at the front of sys.path.
-    #[arg(value_name = "APP", required_unless_present = "python_info")]
+    #[arg(value_name = "APP", required_unless_present_any = ["python_info", "config"])]
     pub app: Option<String>,
 
     /// Mongrel2's send_spec: where requests come from, e.g. tcp://127.0.0.1:9999.
@@ -75,7 +75,7 @@ pub struct Args {
     /// tcp://IDENT@host:port sets the identity; a #bind suffix binds instead of connecting.
     #[arg(
         value_name = "SEND_SPEC",
-        required_unless_present_any = ["config_db", "python_info"],
+        required_unless_present_any = ["config_db", "python_info", "config"],
         conflicts_with = "config_db"
     )]
     pub send_spec: Option<String>,
@@ -127,29 +127,28 @@ pub struct Args {
 
     /// With --workers: replace a worker after it was handed N requests (0: never).
     #[arg(long, value_name = "N", default_value = "0", env = "M2WSGI_MAX_REQUESTS",
-          requires = "workers", help_heading = WORKERS_HEADING)]
+          help_heading = WORKERS_HEADING)]
     pub max_requests: u64,
 
     /// With --max-requests: add a random 0..=J to each worker's limit, so that workers are not
     /// all replaced at once.
     #[arg(long, value_name = "J", default_value = "0", env = "M2WSGI_MAX_REQUESTS_JITTER",
-          requires = "workers", help_heading = WORKERS_HEADING)]
+          help_heading = WORKERS_HEADING)]
     pub max_requests_jitter: u64,
 
     /// With --workers: replace a worker whose resident memory passes MIB mebibytes (sampled
     /// every second).
-    #[arg(long, value_name = "MIB", env = "M2WSGI_MAX_RSS", requires = "workers",
-          help_heading = WORKERS_HEADING)]
+    #[arg(long, value_name = "MIB", env = "M2WSGI_MAX_RSS", help_heading = WORKERS_HEADING)]
     pub max_rss: Option<u64>,
 
     /// With --workers: replace a worker after it has run S seconds.
     #[arg(long, value_name = "S", env = "M2WSGI_LIFETIME", value_parser = parse_seconds,
-          requires = "workers", help_heading = WORKERS_HEADING)]
+          help_heading = WORKERS_HEADING)]
     pub lifetime: Option<Duration>,
 
     /// With --lifetime: add a random 0..=S seconds to each worker's lifetime.
     #[arg(long, value_name = "S", default_value = "0", env = "M2WSGI_LIFETIME_JITTER",
-          value_parser = parse_seconds, requires = "lifetime", help_heading = WORKERS_HEADING)]
+          value_parser = parse_seconds, help_heading = WORKERS_HEADING)]
     pub lifetime_jitter: Duration,
 
     /// Development: replace the workers whenever a .py file changes under the working
@@ -288,6 +287,23 @@ pub struct Args {
     /// Print which Python is embedded (version, prefix, libpython) and exit.
     #[arg(long)]
     pub python_info: bool,
+
+    /// Read options from a TOML file: every option's long name is a key (`num-threads = 4`,
+    /// `pythonpath = ["src"]`, `flow-control = true`; the positionals are `app`, `send_spec`,
+    /// `recv_spec`).
+    ///
+    /// The command line wins over M2WSGI_* variables, which win over the file.
+    #[arg(long, short = 'c', value_name = "FILE", env = "M2WSGI_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Print the effective configuration (command line, environment and --config merged) as
+    /// TOML, and exit.
+    #[arg(long)]
+    pub print_config: bool,
+
+    /// Check the configuration and that the application loads, then exit (0 when both hold).
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 /// The `--log-level` values.
@@ -381,13 +397,51 @@ where
 {
     let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
     let _ = ARGV.set(argv.clone());
-    match Args::try_parse_from(argv) {
-        Ok(args) => run(args),
-        Err(e) => {
-            let _ = e.print();
-            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
+    let clap_exit = |e: clap::Error| {
+        let _ = e.print();
+        ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
+    };
+    let cmd = Args::command();
+    let matches = match matches_from(&cmd, &argv) {
+        Ok(m) => m,
+        Err(ParseFailure::Clap(e)) => return clap_exit(e),
+        Err(ParseFailure::Config(e)) => {
+            eprintln!("m2wsgi: {e}");
+            return ExitCode::from(2);
         }
+    };
+    if matches.get_flag("print_config") {
+        print!("{}", config_file::render(&cmd, &matches));
+        let _ = std::io::stdout().flush();
+        return ExitCode::SUCCESS;
     }
+    match <Args as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(args) => run(args),
+        Err(e) => clap_exit(e),
+    }
+}
+
+/// Why the command line (with its `--config` file) was refused.
+enum ParseFailure {
+    Clap(clap::Error),
+    Config(ConfigFileError),
+}
+
+/// Parses `argv`, merging in the `--config` file's options (see [`ConfigFileError`] for the
+/// rules).
+fn matches_from(cmd: &clap::Command, argv: &[OsString]) -> Result<clap::ArgMatches, ParseFailure> {
+    let matches = cmd
+        .clone()
+        .try_get_matches_from(argv)
+        .map_err(ParseFailure::Clap)?;
+    let Some(path) = matches.get_one::<PathBuf>("config").cloned() else {
+        return Ok(matches);
+    };
+    let extra = config_file::arguments(&path, cmd, &matches).map_err(ParseFailure::Config)?;
+    let merged: Vec<OsString> = argv.iter().cloned().chain(extra).collect();
+    cmd.clone()
+        .try_get_matches_from(merged)
+        .map_err(ParseFailure::Clap)
 }
 
 /// Runs the command: sets up logging, installs the SIGINT/SIGTERM handlers, starts Python,
@@ -563,7 +617,10 @@ fn run_supervisor(a: &Args, workers: usize) -> Result<(), Stop> {
 
 fn serve(a: &Args) -> Result<(), Stop> {
     let worker_of_supervisor = std::env::var_os(super::supervisor::WORKER_ENV).is_some();
-    let workers = a.workers.or(a.reload.then_some(1));
+    let workers = a
+        .workers
+        .or(a.reload.then_some(1))
+        .filter(|_| !a.check_config);
     if let (Some(n), false) = (workers, worker_of_supervisor) {
         if a.device.is_some() {
             return Err(Stop::Usage(
@@ -574,7 +631,14 @@ fn serve(a: &Args) -> Result<(), Stop> {
         }
         return run_supervisor(a, n);
     }
-    let _pid = if worker_of_supervisor {
+    if !worker_of_supervisor && (a.max_requests > 0 || a.max_rss.is_some() || a.lifetime.is_some())
+    {
+        tracing::warn!(
+            "--max-requests, --max-rss and --lifetime recycle worker processes: they take effect \
+             with --workers"
+        );
+    }
+    let _pid = if worker_of_supervisor || a.check_config {
         PidFile(None)
     } else {
         PidFile::write(a.pid_file.as_ref())?
@@ -617,6 +681,15 @@ fn serve(a: &Args) -> Result<(), Stop> {
         )),
         e => fatal(format!("cannot load the application: {e}")),
     })?;
+    if a.check_config {
+        let (send, recv) = builder.specs().map_err(fatal)?;
+        println!(
+            "m2wsgi: the configuration is valid and {app_name} loads; it would take requests \
+             from {send} and reply to {recv}"
+        );
+        let _ = std::io::stdout().flush();
+        return Ok(());
+    }
 
     let conn = builder.connect().map_err(fatal)?;
     tracing::info!(
@@ -641,6 +714,9 @@ fn serve(a: &Args) -> Result<(), Stop> {
     tracing::info!("stopped");
     Ok(())
 }
+
+mod config_file;
+pub use config_file::ConfigFileError;
 
 #[cfg(test)]
 mod tests;

@@ -2,6 +2,7 @@
 
 use super::*;
 use clap::error::ErrorKind;
+use clap::FromArgMatches as _;
 
 fn parse(args: &[&str]) -> Result<Args, clap::Error> {
     Args::try_parse_from(std::iter::once("m2wsgi").chain(args.iter().copied()))
@@ -181,4 +182,110 @@ fn environment_defaults() {
     ] {
         assert_eq!(env(id).as_deref(), Some(var), "{id}");
     }
+}
+
+/// Parses with a `--config` file holding `toml`.
+fn parse_with_file(toml: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Args, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m2wsgi.toml");
+    std::fs::write(&path, toml).unwrap();
+    let mut argv: Vec<OsString> = vec!["m2wsgi".into(), "--config".into(), path.clone().into()];
+    argv.extend(args.iter().map(OsString::from));
+    // clap reads the environment when the command is built: set, build, parse, restore.
+    for (k, v) in env {
+        std::env::set_var(k, v);
+    }
+    let cmd = Args::command();
+    let got = matches_from(&cmd, &argv);
+    for (k, _) in env {
+        std::env::remove_var(k);
+    }
+    match got {
+        Ok(m) => Args::from_arg_matches(&m).map_err(|e| e.to_string()),
+        Err(ParseFailure::Clap(e)) => Err(e.to_string()),
+        Err(ParseFailure::Config(e)) => Err(e.to_string()),
+    }
+}
+
+#[test]
+fn config_file_options_positionals_and_precedence() {
+    let file = r#"
+app = "myproject.wsgi:application"
+send_spec = "tcp://127.0.0.1:9999"
+num-threads = 4
+pythonpath = ["src", "lib"]
+flow_control = true
+shutdown-timeout = 2.5
+max-requests = 100
+"#;
+    let a = parse_with_file(file, &[], &[]).unwrap();
+    assert_eq!(a.app.as_deref(), Some("myproject.wsgi:application"));
+    assert_eq!(a.send_spec.as_deref(), Some("tcp://127.0.0.1:9999"));
+    assert_eq!(a.num_threads, 4);
+    assert_eq!(a.pythonpath, [PathBuf::from("src"), PathBuf::from("lib")]);
+    assert!(a.flow_control);
+    assert_eq!(a.shutdown_timeout, Duration::from_millis(2500));
+    assert_eq!(a.max_requests, 100);
+    // The command line wins over the file, positionals included.
+    let a = parse_with_file(file, &["other:app", "--num-threads=2"], &[]).unwrap();
+    assert_eq!(a.app.as_deref(), Some("other:app"));
+    assert_eq!(a.send_spec.as_deref(), Some("tcp://127.0.0.1:9999"));
+    assert_eq!(a.num_threads, 2);
+    // The environment wins over the file. (A variable no other test looks at: tests run in
+    // parallel, and clap reads the environment whenever a command is built.)
+    let a = parse_with_file(
+        "app = \"a\"\nsend_spec = \"tcp://127.0.0.1:1\"\nlifetime-jitter = 7\n",
+        &[],
+        &[("M2WSGI_LIFETIME_JITTER", "3")],
+    )
+    .unwrap();
+    assert_eq!(a.lifetime_jitter, Duration::from_secs(3));
+}
+
+#[test]
+fn config_file_errors_name_the_key() {
+    let e = parse_with_file("num_thread = 4\n", &[], &[]).unwrap_err();
+    assert!(e.contains("unknown key \"num_thread\""), "{e}");
+    let e = parse_with_file("num-threads = [1, 2]\n", &[], &[]).unwrap_err();
+    assert!(e.contains("takes one value"), "{e}");
+    let e = parse_with_file("flow-control = \"yes\"\n", &[], &[]).unwrap_err();
+    assert!(e.contains("is a flag"), "{e}");
+    let e = parse_with_file("num-threads = \n", &[], &[]).unwrap_err();
+    assert!(e.contains("not valid TOML"), "{e}");
+    let e = parse_with_file(
+        "num-threads = 0\napp = \"a\"\nsend_spec = \"tcp://127.0.0.1:1\"\n",
+        &[],
+        &[],
+    )
+    .unwrap_err();
+    assert!(e.contains("needs a number >= 1"), "{e}");
+}
+
+#[test]
+fn print_config_renders_what_parses_back() {
+    let cmd = Args::command();
+    let argv: Vec<OsString> = [
+        "m2wsgi",
+        "app:x",
+        "tcp://127.0.0.1:9999",
+        "--num-threads=3",
+        "--pythonpath=a",
+        "--flow-control",
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    let Ok(m) = matches_from(&cmd, &argv) else {
+        panic!("parse failed")
+    };
+    let text = config_file::render(&cmd, &m);
+    assert!(text.contains("num_threads = \"3\"\n"), "{text}");
+    assert!(text.contains("pythonpath = [\"a\"]\n"), "{text}");
+    assert!(text.contains("flow_control = true\n"), "{text}");
+    assert!(text.contains("app = \"app:x\"\n"), "{text}");
+    // The rendered file parses back to the same options.
+    let a = parse_with_file(&text, &[], &[]).unwrap();
+    assert_eq!(a.num_threads, 3);
+    assert_eq!(a.app.as_deref(), Some("app:x"));
+    assert!(a.flow_control);
 }
