@@ -43,6 +43,9 @@ pub(crate) struct ConnState {
     /// The connection's epoch (see `Connection::epoch`): the id names this client only while
     /// the epoch is current.
     pub(crate) epoch: u64,
+    /// The Mongrel2 connection the client came through (a server may take requests from
+    /// several).
+    pub(crate) conn: Connection,
     inner: Mutex<ConnInner>,
     cond: Condvar,
 }
@@ -73,10 +76,11 @@ pub(crate) struct ConnInner {
 }
 
 impl ConnState {
-    pub(crate) fn new(id: u64, epoch: u64) -> Self {
+    pub(crate) fn new(id: u64, epoch: u64, conn: Connection) -> Self {
         Self {
             id,
             epoch,
+            conn,
             inner: Mutex::new(ConnInner::default()),
             cond: Condvar::new(),
         }

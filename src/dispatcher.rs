@@ -146,7 +146,7 @@ impl Dispatcher {
         let st = self
             .states
             .entry(id)
-            .or_insert_with(|| Arc::new(ConnState::new(id, self.epoch)));
+            .or_insert_with(|| Arc::new(ConnState::new(id, self.epoch, self.conn.clone())));
         st.lock().last_seen = Some(Instant::now());
         Arc::clone(st)
     }

@@ -80,6 +80,8 @@ pub fn install_signal_handlers(flag: &Arc<AtomicBool>) -> Result<()> {
 #[must_use = "a server does nothing until .serve() is called"]
 pub struct Server {
     conn: Connection,
+    /// More Mongrel2 servers to take requests from ([`Server::also`]).
+    more: Vec<Connection>,
     workers: usize,
     deadline: Duration,
     stop: Arc<AtomicBool>,
@@ -92,12 +94,22 @@ impl Server {
     pub fn new(conn: Connection) -> Self {
         Self {
             conn,
+            more: Vec::new(),
             workers: 1,
             deadline: Duration::from_secs(30),
             stop: Arc::new(AtomicBool::new(false)),
             signals: false,
             max_streams: None,
         }
+    }
+
+    /// Also take requests from another Mongrel2 server (or another handler of the same one):
+    /// the same worker threads serve every connection, each reply goes back through the
+    /// connection its request came from, and each connection keeps its own client ids and
+    /// restart detection (the ids of two servers overlap freely).
+    pub fn also(mut self, conn: Connection) -> Self {
+        self.more.push(conn);
+        self
     }
 
     /// Number of worker threads (at least 1).
@@ -177,7 +189,10 @@ impl Server {
         if self.signals {
             install_signal_handlers(&self.stop)?;
         }
-        let shared = Arc::new(Shared::new(self.conn.clone()));
+        let conns: Vec<Connection> = std::iter::once(self.conn.clone())
+            .chain(self.more.iter().cloned())
+            .collect();
+        let shared = Arc::new(Shared::new(conns.clone()));
         let main = Arc::new(worker_main);
         for index in 0..self.workers {
             let worker = Shared::worker(&shared, index);
@@ -191,8 +206,35 @@ impl Server {
             }
         }
         let max_streams = self.max_streams.unwrap_or((self.workers / 2).max(1));
-        let mut dispatcher = Dispatcher::new(self.conn.clone(), Arc::clone(&shared), max_streams);
-        let deadline = dispatcher.run(&self.stop, self.deadline);
+        // One dispatcher per connection: the first on this thread, the others on their own.
+        let (grace, stop) = (self.deadline, &self.stop);
+        let (deadline, states) = std::thread::scope(|scope| {
+            let others: Vec<_> = conns[1..]
+                .iter()
+                .enumerate()
+                .filter_map(|(i, conn)| {
+                    let mut d = Dispatcher::new(conn.clone(), Arc::clone(&shared), max_streams);
+                    std::thread::Builder::new()
+                        .name(format!("m2wsgi-dispatch-{}", i + 1))
+                        .spawn_scoped(scope, move || (d.run(stop, grace), d.into_states()))
+                        .map_err(|e| {
+                            stop.store(true, Ordering::SeqCst);
+                            tracing::error!("cannot start a dispatcher: {e}");
+                        })
+                        .ok()
+                })
+                .collect();
+            let mut first = Dispatcher::new(conns[0].clone(), Arc::clone(&shared), max_streams);
+            let mut deadline = first.run(stop, grace);
+            let mut states = first.into_states();
+            for t in others {
+                if let Ok((d, s)) = t.join() {
+                    deadline = deadline.max(d);
+                    states.extend(s);
+                }
+            }
+            (deadline, states)
+        });
         // No more input: let workers empty the queue and stop.
         shared.close();
         let busy = shared.wait_workers(deadline);
@@ -202,12 +244,14 @@ impl Server {
                  requests 503 (or dropping the connections whose answer had started) and leaving \
                  them"
             );
-            for st in dispatcher.into_states() {
-                st.abandon(&self.conn);
+            for st in states {
+                st.abandon(&st.conn);
             }
         }
-        self.conn.close_receiving();
-        self.conn.close_sending();
+        for conn in &conns {
+            conn.close_receiving();
+            conn.close_sending();
+        }
         tracing::info!("server stopped");
         Ok(())
     }

@@ -25,7 +25,8 @@ struct Queue {
 /// count of live worker threads.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    conn: Connection,
+    /// The connections the jobs come from (told how many requests could start).
+    conns: Vec<Connection>,
     queue: Mutex<Queue>,
     ready: Condvar,
     live_workers: Mutex<usize>,
@@ -33,9 +34,9 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(conn: Connection) -> Self {
+    pub(crate) fn new(conns: Vec<Connection>) -> Self {
         Self {
-            conn,
+            conns,
             queue: Mutex::new(Queue::default()),
             ready: Condvar::new(),
             live_workers: Mutex::new(0),
@@ -45,7 +46,10 @@ impl Shared {
 
     /// Tells the connection (a device, if any) how many requests could start right now.
     fn report(&self, q: &Queue) {
-        self.conn.set_capacity(q.idle.saturating_sub(q.jobs.len()));
+        let free = q.idle.saturating_sub(q.jobs.len());
+        for c in &self.conns {
+            c.set_capacity(free);
+        }
     }
 
     /// Hands a job for a connection nobody owns to the next idle worker.
@@ -102,7 +106,8 @@ impl Worker {
     fn make(&mut self, st: Arc<ConnState>, job: Job) -> Request {
         self.current = Some(Arc::clone(&st));
         let upload = job.upload.map(UploadFile::new);
-        Request::new(job.msg, self.shared.conn.clone(), st, upload)
+        let conn = st.conn.clone();
+        Request::new(job.msg, conn, st, upload)
     }
 }
 

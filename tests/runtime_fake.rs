@@ -213,3 +213,30 @@ fn head_request_has_no_body() {
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(m2.client(13).data.len(), r.head.len());
 }
+
+/// One server, two Mongrel2s (`Server::also`): the same connection id on both gets each its
+/// own answer, through its own Mongrel2.
+#[test]
+fn one_server_two_mongrel2s_keep_their_clients_apart() {
+    let (a, b) = (FakeMongrel2::new(), FakeMongrel2::new());
+    let server = m2wsgi::Server::new(connect(&a))
+        .also(connect(&b))
+        .workers(2);
+    let handle = server.shutdown_handle();
+    let thread = std::thread::spawn(move || server.serve(hello));
+    a.send(RequestBuilder::get("/from-a").conn_id(1).build());
+    b.send(RequestBuilder::get("/from-b").conn_id(1).build());
+    assert_eq!(
+        a.read_response(1, T).expect("a's answer").text(),
+        "hello /from-a"
+    );
+    assert_eq!(
+        b.read_response(1, T).expect("b's answer").text(),
+        "hello /from-b"
+    );
+    // Nothing crossed over: each fake got exactly one reply.
+    assert!(a.recv_reply(T).is_some() && a.recv_reply(Duration::from_millis(200)).is_none());
+    assert!(b.recv_reply(T).is_some() && b.recv_reply(Duration::from_millis(200)).is_none());
+    handle.shutdown();
+    thread.join().unwrap().unwrap();
+}

@@ -288,3 +288,49 @@ fn a_config_file_is_checked_printed_and_served() {
     sup.signal("TERM");
     assert!(sup.wait_exit(T).expect("did not exit").success());
 }
+
+/// Two Mongrel2 servers feed one m2wsgi (`--also`): both number their clients from 1, so the
+/// ids overlap, yet every answer reaches its own client.
+#[test]
+fn one_m2wsgi_serves_two_mongrel2_servers() {
+    let (a, b) = (mongrel2(), mongrel2());
+    let also = format!("{},{}", b.send_spec("app"), b.recv_spec("app"));
+    let mut proc = m2wsgi(
+        &[
+            "workers_app",
+            a.send_spec("app"),
+            a.recv_spec("app"),
+            "--also",
+            &also,
+            "--num-threads",
+            "4",
+        ],
+        &[],
+        false,
+    );
+    assert!(
+        proc.wait_for_log("also serving requests from", T),
+        "{}",
+        proc.log()
+    );
+    let clients: Vec<_> = (0..16)
+        .map(|i| {
+            let url = if i % 2 == 0 {
+                a.url(&format!("/app/echo/a-{i}"))
+            } else {
+                b.url(&format!("/app/echo/b-{i}"))
+            };
+            std::thread::spawn(move || {
+                let out = curl(&["-s", "-m", "10", &url]);
+                (url, String::from_utf8_lossy(&out.stdout).into_owned())
+            })
+        })
+        .collect();
+    for c in clients {
+        let (url, body) = c.join().unwrap();
+        let path = &url[url.find("/app/").unwrap() + 4..];
+        assert_eq!(body, path, "{url}:\n{}", proc.log());
+    }
+    proc.signal("TERM");
+    assert!(proc.wait_exit(T).expect("did not exit").success());
+}

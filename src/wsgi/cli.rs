@@ -106,6 +106,14 @@ pub struct Args {
     #[arg(long, value_name = "ID")]
     pub recv_ident: Option<String>,
 
+    /// Also take requests from another Mongrel2 server: its handler's SEND_SPEC, and its
+    /// RECV_SPEC after a comma (default: the port below). Repeatable.
+    ///
+    /// Each reply goes back to the server its request came from; the two servers' client ids
+    /// never mix. The upload directory, chroot and flow-control options apply to every server.
+    #[arg(long, value_name = "SEND_SPEC[,RECV_SPEC]", conflicts_with_all = ["device", "workers"])]
+    pub also: Vec<String>,
+
     /// Take requests from an m2wsgi-device listening at ENDPOINT instead of from Mongrel2's
     /// send_spec (replies still go to Mongrel2's recv_spec).
     ///
@@ -530,6 +538,14 @@ fn connection(a: &Args) -> Result<crate::ConnectionBuilder, Stop> {
     if let Some(ident) = &a.recv_ident {
         builder = builder.recv_ident(ident.clone());
     }
+    if let Some(endpoint) = &a.device {
+        builder = builder.device(endpoint.clone());
+    }
+    Ok(extra_options(a, builder))
+}
+
+/// The options every Mongrel2 connection of the command shares (the main one and `--also`).
+fn extra_options(a: &Args, mut builder: crate::ConnectionBuilder) -> crate::ConnectionBuilder {
     if let Some(dir) = &a.upload_dir {
         builder = builder.upload_dir(dir.clone());
     }
@@ -539,10 +555,7 @@ fn connection(a: &Args) -> Result<crate::ConnectionBuilder, Stop> {
     if a.flow_control {
         builder = builder.flow_control(true);
     }
-    if let Some(endpoint) = &a.device {
-        builder = builder.device(endpoint.clone());
-    }
-    Ok(builder)
+    builder
 }
 
 /// The command line the process was started with, for starting worker processes (set by
@@ -691,6 +704,22 @@ fn serve(a: &Args) -> Result<(), Stop> {
         return Ok(());
     }
 
+    let more = a
+        .also
+        .iter()
+        .map(|pair| {
+            let (send, recv) = match pair.split_once(',') {
+                Some((s, r)) => (s, Some(r)),
+                None => (pair.as_str(), None),
+            };
+            let mut b = extra_options(a, Connection::builder(send));
+            if let Some(r) = recv {
+                b = b.recv_spec(r);
+            }
+            b.connect()
+                .map_err(|e| fatal(format!("--also {pair}: {e}")))
+        })
+        .collect::<Result<Vec<_>, Stop>>()?;
     let conn = builder.connect().map_err(fatal)?;
     tracing::info!(
         "serving {app_name} (pid {}): requests from {}, replies to {}, {} thread(s)",
@@ -706,6 +735,14 @@ fn serve(a: &Args) -> Result<(), Stop> {
         .stop_flag(Arc::clone(&stop));
     if let Some(s) = &a.script_name {
         server = server.script_name(s.clone());
+    }
+    for c in more {
+        tracing::info!(
+            "also serving requests from {}, replies to {}",
+            c.send_spec(),
+            c.recv_spec()
+        );
+        server = server.also(c);
     }
     server
         .serve(conn)

@@ -37,6 +37,7 @@ pub struct WsgiServer {
     env: EnvironConfig,
     shutdown_timeout: Duration,
     stop: Option<Arc<AtomicBool>>,
+    also: Vec<Connection>,
 }
 
 impl WsgiServer {
@@ -49,6 +50,7 @@ impl WsgiServer {
             env: EnvironConfig::default(),
             shutdown_timeout: Duration::from_secs(30),
             stop: None,
+            also: Vec::new(),
         }
     }
 
@@ -87,6 +89,13 @@ impl WsgiServer {
         self
     }
 
+    /// Also serves the requests of another Mongrel2 server (see [`Server::also`]): the same
+    /// threads, each reply back through the connection its request came from.
+    pub fn also(mut self, conn: Connection) -> Self {
+        self.also.push(conn);
+        self
+    }
+
     /// Serves until the stop flag is set, then drains (see [`Server`]) and returns. Blocks the
     /// calling thread, which must not be attached to Python (it would hold the GIL).
     ///
@@ -105,6 +114,9 @@ impl WsgiServer {
             .shutdown_timeout(self.shutdown_timeout);
         if let Some(flag) = self.stop {
             server = server.stop_flag(flag);
+        }
+        for conn in self.also {
+            server = server.also(conn);
         }
         server.serve_with(move |worker| run_worker(&shared, worker))
     }

@@ -9,6 +9,13 @@ def application(environ, start_response):
         os._exit(3)
     if path.endswith("/pid"):
         body = str(os.getpid()).encode()
+    elif "/echo/" in path:
+        # The request's own path, after a pause: answers of concurrent requests cross if
+        # replies go to the wrong client.
+        import time
+
+        time.sleep(0.05)
+        body = path.encode("latin-1")
     else:
         body = b"Hello, world!"
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
