@@ -334,3 +334,36 @@ fn one_m2wsgi_serves_two_mongrel2_servers() {
     proc.signal("TERM");
     assert!(proc.wait_exit(T).expect("did not exit").success());
 }
+
+/// Started as root with `--user nobody`: the workers run as nobody, and `ps` shows what each
+/// one is.
+#[test]
+fn workers_run_as_the_given_user_with_a_title() {
+    let me = std::fs::read_to_string("/proc/self/status").unwrap();
+    let uid_line = me
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap()
+        .to_string();
+    if !uid_line.split_whitespace().nth(1).is_some_and(|u| u == "0") {
+        panic!("this test needs root (the CI machine runs as root): {uid_line}");
+    }
+    let m2 = mongrel2();
+    let mut sup = start(&m2, &["--workers", "1", "--user", "nobody"]);
+    assert!(
+        sup.wait_for_log("all 1 workers serving", T),
+        "{}",
+        sup.log()
+    );
+    let pid = worker_pids(&sup.log())[0];
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(uid.split_whitespace().nth(1), Some("65534"), "{uid}");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let title = String::from_utf8_lossy(cmdline.split(|b| *b == 0).next().unwrap()).into_owned();
+    assert_eq!(title, "m2wsgi: worker w1 workers_app");
+    let out = curl(&["-s", &m2.url("/app/hello")]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello, world!");
+    sup.signal("TERM");
+    assert!(sup.wait_exit(T).expect("did not exit").success());
+}

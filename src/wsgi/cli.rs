@@ -166,6 +166,15 @@ pub struct Args {
           help_heading = WORKERS_HEADING)]
     pub reload: bool,
 
+    /// With --workers, started as root: run the worker processes as USER (a name or a number;
+    /// its primary group unless --group is given).
+    #[arg(long, value_name = "USER", env = "M2WSGI_USER", help_heading = WORKERS_HEADING)]
+    pub user: Option<String>,
+
+    /// With --workers, started as root: run the worker processes in GROUP (a name or a number).
+    #[arg(long, value_name = "GROUP", env = "M2WSGI_GROUP", help_heading = WORKERS_HEADING)]
+    pub group: Option<String>,
+
     /// Write the process id (the supervisor's, with --workers) to FILE; removed at exit.
     #[arg(long, value_name = "FILE", env = "M2WSGI_PID_FILE")]
     pub pid_file: Option<PathBuf>,
@@ -612,9 +621,24 @@ fn run_supervisor(a: &Args, workers: usize) -> Result<(), Stop> {
     let program = std::env::current_exe()
         .map(OsString::from)
         .map_err(|e| fatal(format!("cannot find this program to start workers: {e}")))?;
+    let user = a
+        .user
+        .as_deref()
+        .map(super::supervisor::lookup_user)
+        .transpose()
+        .map_err(fatal)?;
+    let group = a
+        .group
+        .as_deref()
+        .map(super::supervisor::lookup_group)
+        .transpose()
+        .map_err(fatal)?;
     let cmd = super::supervisor::WorkerCommand {
         program,
         args: argv.into_iter().skip(1).collect(),
+        title: a.app.clone().unwrap_or_default(),
+        uid: user.map(|(uid, _)| uid),
+        gid: group.or(user.map(|(_, gid)| gid)),
     };
     let plan = super::supervisor::Plan {
         workers,

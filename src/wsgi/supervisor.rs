@@ -29,6 +29,7 @@ use crate::spec::SocketSpec;
 use crate::Device;
 use std::collections::VecDeque;
 use std::ffi::OsString;
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -71,6 +72,11 @@ pub(super) struct Plan {
 pub(super) struct WorkerCommand {
     pub(super) program: OsString,
     pub(super) args: Vec<OsString>,
+    /// What `ps` shows as the workers' command (`m2wsgi: worker w3 APP`), before the id.
+    pub(super) title: String,
+    /// Run the workers as this user and group (`--user`, `--group`).
+    pub(super) uid: Option<u32>,
+    pub(super) gid: Option<u32>,
 }
 
 /// Why a worker was replaced.
@@ -237,17 +243,24 @@ impl Supervisor<'_> {
         self.next_serial += 1;
         let id = format!("w{serial}");
         let device = self.endpoint.replacen("tcp://", &format!("tcp://{id}@"), 1);
-        let child = Command::new(&self.cmd.program)
+        let mut command = Command::new(&self.cmd.program);
+        command
             .args(&self.cmd.args)
+            .arg0(format!("m2wsgi: worker {id} {}", self.cmd.title))
             .env(WORKER_ENV, &id)
-            .env("M2WSGI_DEVICE", &device)
-            .spawn()
-            .map_err(|e| {
-                format!(
-                    "cannot start a worker ({}): {e}",
-                    self.cmd.program.to_string_lossy()
-                )
-            })?;
+            .env("M2WSGI_DEVICE", &device);
+        if let Some(gid) = self.cmd.gid {
+            command.gid(gid);
+        }
+        if let Some(uid) = self.cmd.uid {
+            command.uid(uid);
+        }
+        let child = command.spawn().map_err(|e| {
+            format!(
+                "cannot start a worker ({}): {e}",
+                self.cmd.program.to_string_lossy()
+            )
+        })?;
         let now = Instant::now();
         let jitter = |max: u64| {
             if max == 0 {
@@ -512,6 +525,40 @@ pub(super) fn watch_sources(
             .map_err(|e| format!("--reload: cannot watch {}: {e}", d.display()))?;
     }
     Ok(watcher)
+}
+
+/// The id of a user (`--user`): a number, or a name from `/etc/passwd`; with its primary
+/// group.
+///
+/// # Errors
+/// A message when the user is unknown.
+pub(super) fn lookup_user(user: &str) -> Result<(u32, u32), String> {
+    lookup(user, "/etc/passwd", "user").map(|f| (f.0, f.1.unwrap_or(f.0)))
+}
+
+/// The id of a group (`--group`): a number, or a name from `/etc/group`.
+///
+/// # Errors
+/// A message when the group is unknown.
+pub(super) fn lookup_group(group: &str) -> Result<u32, String> {
+    lookup(group, "/etc/group", "group").map(|f| f.0)
+}
+
+/// `name:x:id:gid:...` lines (passwd) or `name:x:id:...` (group): the id, and the gid field.
+fn lookup(name: &str, file: &str, what: &str) -> Result<(u32, Option<u32>), String> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() >= 3 && (f[0] == name || f[2] == name) {
+            if let Ok(id) = f[2].parse() {
+                return Ok((id, f.get(3).and_then(|g| g.parse().ok())));
+            }
+        }
+    }
+    match name.parse() {
+        Ok(id) => Ok((id, None)),
+        Err(_) => Err(format!("no {what} {name:?} in {file}")),
+    }
 }
 
 /// In a worker: sets `stop` when the supervisor that started it is gone (the worker then
