@@ -345,9 +345,11 @@ fn workers_run_as_the_given_user_with_a_title() {
         .find(|l| l.starts_with("Uid:"))
         .unwrap()
         .to_string();
-    if !uid_line.split_whitespace().nth(1).is_some_and(|u| u == "0") {
-        panic!("this test needs root (the CI machine runs as root): {uid_line}");
-    }
+    assert_eq!(
+        uid_line.split_whitespace().nth(1),
+        Some("0"),
+        "this test needs root (the CI machine runs as root): {uid_line}"
+    );
     let m2 = mongrel2();
     let mut sup = start(&m2, &["--workers", "1", "--user", "nobody"]);
     assert!(
