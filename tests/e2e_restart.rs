@@ -119,7 +119,7 @@ fn restart_mid_stream(sig: &str, behind_device: bool) {
             std::thread::spawn(move || new_client(addr, go))
         })
         .collect();
-    m2.kill_with(sig);
+    let _ = m2.kill_with(sig);
     // The new server's first clients connect the moment it listens.
     go.store(true, Ordering::SeqCst);
     m2.start_again();

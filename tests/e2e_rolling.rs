@@ -319,3 +319,50 @@ fn rolling_matrix() {
     }
     assert!(lost_behind_device.is_empty(), "{lost_behind_device:#?}");
 }
+
+/// Mongrel2's own fault, for `scripts/mongrel2-faults.sh`: SIGINT under load. Mongrel2 1.12
+/// sometimes aborts (exit status 134, SIGABRT) instead of shutting down gracefully. The handler
+/// is not at fault and must survive every restart: after each one, the load is answered again.
+/// Prints how each of MONGREL2_RESTARTS (default 10) restarts ended.
+#[test]
+#[ignore = "long: run by scripts/mongrel2-faults.sh"]
+fn mongrel2_sigint_under_load() {
+    let n: usize = std::env::var("MONGREL2_RESTARTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let mut setup = Setup::new(Kind::Hello, false);
+    let worker = setup.worker();
+    let mut statuses: std::collections::BTreeMap<String, usize> = Default::default();
+    for _ in 0..n {
+        let load = Load::start(
+            setup.m2.addr(),
+            "/hello",
+            "Hello, world!",
+            2000,
+            8,
+            100_000,
+            Duration::from_secs(60),
+        );
+        assert!(wait_until(T, || load.answered() >= 500), "no answers");
+        let st = setup.m2.kill_with("INT");
+        let key = match st {
+            Some(st) => format!("{st}"),
+            None => "ignored SIGINT (killed)".to_string(),
+        };
+        *statuses.entry(key).or_default() += 1;
+        let report = load.finish();
+        setup.m2.start_again();
+        // The handler serves the new Mongrel2.
+        let again = Load::start(setup.m2.addr(), "/hello", "Hello, world!", 200, 2, 100, T);
+        assert!(
+            wait_until(T, || again.answered() >= 20),
+            "the handler did not serve again"
+        );
+        drop(again.finish());
+        println!("mongrel2 SIGINT under load: {}", report.summary());
+    }
+    println!("mongrel2 exit statuses after SIGINT under load over {n} restarts: {statuses:?}");
+    drop(worker);
+    let _ = &mut setup;
+}

@@ -908,23 +908,24 @@ impl Mongrel2 {
     }
 
     /// Sends `sig` and waits for mongrel2 to exit (SIGKILL after [`STOP_TIMEOUT`]); start it
-    /// again with [`start_again`](Self::start_again).
-    pub fn kill_with(&mut self, sig: &str) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args([&format!("-{sig}"), &child.id().to_string()])
-                .stdin(Stdio::null())
-                .status();
-            let deadline = Instant::now() + STOP_TIMEOUT;
-            while Instant::now() < deadline {
-                if !matches!(child.try_wait(), Ok(None)) {
-                    break;
-                }
-                thread::sleep(Duration::from_millis(10));
+    /// again with [`start_again`](Self::start_again). Returns how it exited (None when it had
+    /// to be killed, or was not running).
+    pub fn kill_with(&mut self, sig: &str) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &child.id().to_string()])
+            .stdin(Stdio::null())
+            .status();
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            thread::sleep(Duration::from_millis(10));
         }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
     }
 
     /// Starts mongrel2 again after [`kill_with`](Self::kill_with), in the same directory on the
