@@ -87,6 +87,9 @@
 //! | `start_response.rs` | `start_response` and `write`, with the status and header checks |
 //! | `body.rs` | sending the returned iterable (lists, [`FileWrapper`], generators) and calling its `close()` |
 //! | `flusher.rs` | the per-worker thread that sends what a paused generator left buffered |
+//! | `observe.rs` | what a worker records per request for the access log and the metrics (nothing without them) |
+//! | `access_log.rs` | [`AccessLog`]: gunicorn's format compiled once (`access_log/format.rs`), lines buffered and written without the GIL, reopened on SIGUSR1 |
+//! | `metrics.rs` | [`metrics`]: the process's Prometheus counters, their exposition, [`metrics::merge`] for several processes, the `/metrics` endpoint |
 //!
 //! # Embedding CPython
 //!
@@ -106,6 +109,7 @@
 //!   threads): call [`run_exit_handlers`] (the `atexit` handlers, then [`flush_stdio`]) before
 //!   exiting.
 
+mod access_log;
 mod body;
 pub mod cli;
 mod environ;
@@ -114,10 +118,13 @@ mod exchange;
 mod flusher;
 mod input;
 mod interpreter;
+pub mod metrics;
+mod observe;
 mod server;
 mod start_response;
 mod venv;
 
+pub use access_log::{AccessLog, AccessLogError, FormatError, DEFAULT_FORMAT};
 pub use body::FileWrapper;
 pub use error::{AppNameProblem, InitError, PyVersion, VenvError, VersionSource, WsgiError};
 pub use interpreter::{
