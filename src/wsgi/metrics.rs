@@ -18,7 +18,7 @@
 //!
 //! | metric | type | what |
 //! |---|---|---|
-//! | `m2wsgi_requests_total{status}` | counter | requests answered, by status class: `1xx` ... `5xx`, or `none` when no answer was made (a handler panic) |
+//! | `m2wsgi_requests_total{status}` | counter | requests answered, by status class: `1xx` ... `5xx`, or `none` when no status went out (the client was gone before the head could be sent, a handler panic) |
 //! | `m2wsgi_request_duration_seconds` | histogram | from a worker thread taking the request to the end of its response, waiting for the GIL included |
 //! | `m2wsgi_requests_in_flight` | gauge | requests being handled |
 //! | `m2wsgi_threads{state}` | gauge | worker threads `busy` (handling a message) and `idle` (waiting for one) |
@@ -399,7 +399,7 @@ impl Registry {
             &mut out,
             "m2wsgi_requests_total",
             "counter",
-            "Requests answered, by status class of the response (none: no answer was made).",
+            "Requests answered, by status class of the response (none: no status went out).",
         );
         for (class, n) in STATUS_CLASSES.iter().zip(&m.requests) {
             let n = n.load(Ordering::Relaxed);
