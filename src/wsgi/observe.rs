@@ -163,6 +163,9 @@ impl Observer<'_> {
                 .format
                 .write(rec, &mut l.clock, SystemTime::now(), &mut l.line);
             l.log.write(&l.line);
+            // The record held slices of the request's frame (its body too): not until the
+            // next request.
+            rec.release();
         }
     }
 }

@@ -432,6 +432,20 @@ pub(crate) struct Record {
     pub(crate) elapsed: Duration,
 }
 
+impl Record {
+    /// Lets go of the request's buffers once its line is written (the vectors keep their room).
+    pub(crate) fn release(&mut self) {
+        self.method = None;
+        self.uri = None;
+        self.path = None;
+        self.query = None;
+        self.remote = None;
+        self.headers.clear();
+        self.response_headers.clear();
+        self.environ.clear();
+    }
+}
+
 /// `[01/Dec/2025:14:08:26 +0100]` for the current second, in the local time zone (read once,
 /// when the log is opened), formatted once a second.
 #[derive(Debug, Clone)]

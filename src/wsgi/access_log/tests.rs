@@ -390,3 +390,19 @@ fn open_errors_name_the_file_and_the_format() {
     let log = AccessLog::open("-", "%(h)s %(bogus)s").unwrap();
     assert_eq!(log.unknown_atoms(), ["bogus"]);
 }
+
+#[test]
+fn a_released_record_holds_nothing_of_the_request() {
+    let msg = message("GET", "/x?y=1", "HTTP/1.1", &[("user-agent", "UA")]);
+    let f = Format::compile(DEFAULT_FORMAT).unwrap();
+    let mut rec = record(&f, &msg, Some(200), 5, Duration::ZERO);
+    rec.release();
+    assert!(rec.uri.is_none() && rec.path.is_none() && rec.remote.is_none());
+    assert!(rec.headers.is_empty() && rec.headers.capacity() >= 3);
+    let mut out = Vec::new();
+    f.write(&rec, &mut clock(0), at(), &mut out);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "- - - [01/Dec/2025:14:08:26 +0000] \"- - HTTP/1.1\" 200 5 \"-\" \"-\"\n"
+    );
+}
