@@ -58,8 +58,9 @@ PYO3_PYTHON="$(bash scripts/python.sh)"
 export PYO3_PYTHON
 say "building (release, --features wsgi) against $PYO3_PYTHON"
 cargo build -q --release --features wsgi --bin m2wsgi --example hello
-M2WSGI="$REPO/target/release/m2wsgi"
-HELLO="$REPO/target/release/examples/hello"
+# Where cargo put them: CARGO_TARGET_DIR when it is set (else a stale binary would be measured).
+M2WSGI="${CARGO_TARGET_DIR:-$REPO/target}/release/m2wsgi"
+HELLO="${CARGO_TARGET_DIR:-$REPO/target}/release/examples/hello"
 if [[ -n "$BASELINE" ]]; then
     BASE_SRC="$REPO/.bench/baseline/src"
     rm -rf "$BASE_SRC" && mkdir -p "$BASE_SRC"
