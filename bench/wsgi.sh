@@ -15,8 +15,13 @@
 #   too (in .bench/baseline) and measured in the same rounds as base-m2wsgi-N and base-rust-N,
 #   so a change is judged against its parent in one run.
 #
+#   With --observe, m2wsgi also runs as log-m2wsgi-N (--access-log /dev/null, the default
+#   format) and metrics-m2wsgi-N (--metrics on a loopback port, scraped once after the run),
+#   measured in the same rounds, with their per-round ratios to m2wsgi-N: the cost of the
+#   access log and of the metrics.
+#
 # Usage: bench/wsgi.sh [--rounds N] [--duration SECS] [--connections C] [--no-seed] [--no-memory]
-#                      [--baseline REV]
+#                      [--baseline REV] [--observe]
 # Goals: m2wsgi >= 3x the best of the Python m2wsgi 0.5.2, >= 0.7x raw Rust; peak RSS <= 64 MiB.
 set -euo pipefail
 
@@ -27,6 +32,7 @@ CONNS=32
 SEED=1
 MEMORY=1
 BASELINE=""
+OBSERVE=0
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --rounds) ROUNDS="$2"; shift 2 ;;
@@ -35,7 +41,8 @@ while [[ $# -gt 0 ]]; do
         --no-seed) SEED=0; shift ;;
         --no-memory) MEMORY=0; shift ;;
         --baseline) BASELINE="$2"; shift 2 ;;
-        -h|--help) sed -n '2,23p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        --observe) OBSERVE=1; shift ;;
+        -h|--help) sed -n '2,25p' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) echo "wsgi.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -51,8 +58,9 @@ PYO3_PYTHON="$(bash scripts/python.sh)"
 export PYO3_PYTHON
 say "building (release, --features wsgi) against $PYO3_PYTHON"
 cargo build -q --release --features wsgi --bin m2wsgi --example hello
-M2WSGI="$REPO/target/release/m2wsgi"
-HELLO="$REPO/target/release/examples/hello"
+# Where cargo put them: CARGO_TARGET_DIR when it is set (else a stale binary would be measured).
+M2WSGI="${CARGO_TARGET_DIR:-$REPO/target}/release/m2wsgi"
+HELLO="${CARGO_TARGET_DIR:-$REPO/target}/release/examples/hello"
 if [[ -n "$BASELINE" ]]; then
     BASE_SRC="$REPO/.bench/baseline/src"
     rm -rf "$BASE_SRC" && mkdir -p "$BASE_SRC"
@@ -83,6 +91,7 @@ mkdir -p "$WORK"/{logs,run,tmp}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 SEND_PORT="$(free_port)"; RECV_PORT="$(free_port)"; HTTP_PORT="$(free_port)"
+METRICS_PORT="$(free_port)"
 SEND="tcp://127.0.0.1:$SEND_PORT"
 RECV="tcp://127.0.0.1:$RECV_PORT"
 URL="http://127.0.0.1:$HTTP_PORT/"
@@ -131,6 +140,12 @@ start_handler() { # name
                     >"$WORK/h.out" 2>&1 & ;;
         m2wsgi-*) env -u VIRTUAL_ENV "$M2WSGI" --pythonpath "$REPO/bench/seed" --num-threads "$n" \
                     --log-level warn hello:app "$SEND" "$RECV" >"$WORK/h.out" 2>&1 & ;;
+        log-m2wsgi-*) env -u VIRTUAL_ENV "$M2WSGI" --pythonpath "$REPO/bench/seed" --num-threads "$n" \
+                    --log-level warn --access-log /dev/null hello:app "$SEND" "$RECV" \
+                    >"$WORK/h.out" 2>&1 & ;;
+        metrics-m2wsgi-*) env -u VIRTUAL_ENV "$M2WSGI" --pythonpath "$REPO/bench/seed" --num-threads "$n" \
+                    --log-level warn --metrics "127.0.0.1:$METRICS_PORT" hello:app "$SEND" "$RECV" \
+                    >"$WORK/h.out" 2>&1 & ;;
         rust-*) RUST_LOG=warn M2WSGI_LOG=warn "$HELLO" "$SEND" "$RECV" --workers "$n" \
                     >"$WORK/h.out" 2>&1 & ;;
         base-m2wsgi-*) env -u VIRTUAL_ENV "$BASE_M2WSGI" --pythonpath "$REPO/bench/seed" \
@@ -166,6 +181,12 @@ measure() { # name -> prints "req/s cpu-us-per-request"
     t0="$(cpu_ticks "$HPID")"
     out="$(wrk -t1 -c"$CONNS" -d"${DURATION}s" "$URL" 2>&1)"
     t1="$(cpu_ticks "$HPID")"
+    if [[ "$name" == metrics-* ]]; then
+        # The counters saw the run: one scrape, checked, outside the measured time.
+        curl -s --max-time 5 "http://127.0.0.1:$METRICS_PORT/metrics" \
+            | grep -q '^m2wsgi_requests_total{status="2xx"} [1-9]' \
+            || say "$name: the metrics endpoint did not count the run"
+    fi
     stop_handler
     stop_m2
     rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
@@ -183,12 +204,13 @@ median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print 0; else if (NR%2) pri
 PEERS=(m2wsgi-1 rust-1 m2wsgi-4 rust-4)
 [[ "$SEED" -eq 1 ]] && PEERS=(seed-1 seed-4 "${PEERS[@]}")
 [[ -n "$BASELINE" ]] && PEERS+=(base-m2wsgi-1 base-rust-1 base-m2wsgi-4 base-rust-4)
+[[ "$OBSERVE" -eq 1 ]] && PEERS+=(log-m2wsgi-1 metrics-m2wsgi-1 log-m2wsgi-4 metrics-m2wsgi-4)
 declare -A RESULTS
 write_config 0
 say "hello world: ${#PEERS[@]} peers x $ROUNDS rounds, wrk -t1 -c$CONNS -d${DURATION}s, $(nproc) cores"
 declare -A CPU ROUND
 RATIO_RUST1=""; RATIO_RUST4=""; RATIO_SEED=""
-declare -A RATIO_BASE
+declare -A RATIO_BASE RATIO_OBS
 for round in $(seq "$ROUNDS"); do
     for p in "${PEERS[@]}"; do
         read -r r c <<<"$(measure "$p")"
@@ -201,6 +223,11 @@ for round in $(seq "$ROUNDS"); do
     if [[ -n "$BASELINE" ]]; then
         for q in m2wsgi-1 rust-1 m2wsgi-4 rust-4; do
             RATIO_BASE[$q]+="$(awk -v a="${ROUND[$q]}" -v b="${ROUND[base-$q]}" 'BEGIN {printf "%.4f", a / b}') "
+        done
+    fi
+    if [[ "$OBSERVE" -eq 1 ]]; then
+        for q in log-m2wsgi-1 metrics-m2wsgi-1 log-m2wsgi-4 metrics-m2wsgi-4; do
+            RATIO_OBS[$q]+="$(awk -v a="${ROUND[$q]}" -v b="${ROUND[${q#*-}]}" 'BEGIN {printf "%.4f", a / b}') "
         done
     fi
     RATIO_RUST1+="$(awk -v a="${ROUND[m2wsgi-1]}" -v b="${ROUND[rust-1]}" 'BEGIN {printf "%.4f", a / b}') "
@@ -234,6 +261,12 @@ if [[ -n "$BASELINE" ]]; then
     for q in m2wsgi-1 rust-1 m2wsgi-4 rust-4; do
         printf '%-26s %sx | %sx   (goal >= 1, within noise)\n' "$q / base-$q ($BASELINE):" \
             "$(ratio "${MED[$q]}" "${MED[base-$q]}")" "$(med_ratio "${RATIO_BASE[$q]}")"
+    done
+fi
+if [[ "$OBSERVE" -eq 1 ]]; then
+    for q in log-m2wsgi-1 metrics-m2wsgi-1 log-m2wsgi-4 metrics-m2wsgi-4; do
+        printf '%-26s %sx | %sx   (goal >= 0.97)\n' "$q / ${q#*-}:" \
+            "$(ratio "${MED[$q]}" "${MED[${q#*-}]}")" "$(med_ratio "${RATIO_OBS[$q]}")"
     done
 fi
 echo "($(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"

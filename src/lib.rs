@@ -85,6 +85,8 @@ mod response_stream;
 #[cfg(feature = "runtime")]
 mod server;
 mod spec;
+#[cfg(feature = "runtime")]
+mod stats;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
@@ -109,6 +111,9 @@ pub use error::{Error, ParseError, ParseErrorKind, Result};
 #[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
 pub use server::{install_signal_handlers, Server, ShutdownHandle};
 pub use spec::{default_recv_spec, SocketSpec};
+#[cfg(feature = "runtime")]
+#[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
+pub use stats::ServerStats;
 
 /// The `http` crate, whose types ([`http::HeaderMap`], [`http::StatusCode`], ...) this crate's
 /// API speaks, re-exported so that a handler needs no other dependency.

@@ -16,6 +16,7 @@
 use crate::dispatcher::Dispatcher;
 use crate::error::Result;
 use crate::request::Request;
+use crate::stats::{ServerStats, Stats};
 use crate::transport::Connection;
 use crate::worker::{Shared, Worker};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -87,6 +88,7 @@ pub struct Server {
     stop: Arc<AtomicBool>,
     signals: bool,
     max_streams: Option<usize>,
+    stats: Arc<Stats>,
 }
 
 impl Server {
@@ -100,6 +102,7 @@ impl Server {
             stop: Arc::new(AtomicBool::new(false)),
             signals: false,
             max_streams: None,
+            stats: Arc::default(),
         }
     }
 
@@ -151,6 +154,12 @@ impl Server {
         ShutdownHandle(Arc::clone(&self.stop))
     }
 
+    /// A live view of the worker queue once serving starts: messages waiting for a worker,
+    /// idle and busy workers (for a metrics endpoint).
+    pub fn stats(&self) -> ServerStats {
+        ServerStats(Arc::clone(&self.stats))
+    }
+
     /// Serves until shutdown, calling `handler` for every message on a worker thread: HTTP
     /// requests, completed uploads, WebSocket handshakes and frames, JSON/XML socket messages,
     /// and disconnect notices ([`MessageKind::Disconnect`](crate::MessageKind::Disconnect)). A panic in the handler is logged;
@@ -192,7 +201,8 @@ impl Server {
         let conns: Vec<Connection> = std::iter::once(self.conn.clone())
             .chain(self.more.iter().cloned())
             .collect();
-        let shared = Arc::new(Shared::new(conns.clone()));
+        self.stats.workers.store(self.workers, Ordering::Relaxed);
+        let shared = Arc::new(Shared::new(conns.clone(), Arc::clone(&self.stats)));
         let main = Arc::new(worker_main);
         for index in 0..self.workers {
             let worker = Shared::worker(&shared, index);

@@ -3,10 +3,12 @@
 
 use crate::conn_state::{ConnState, Job};
 use crate::request::Request;
+use crate::stats::Stats;
 use crate::transport::Connection;
 use crate::upload::UploadFile;
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,12 +33,14 @@ pub(crate) struct Shared {
     ready: Condvar,
     live_workers: Mutex<usize>,
     done: Condvar,
+    stats: Arc<Stats>,
 }
 
 impl Shared {
-    pub(crate) fn new(conns: Vec<Connection>) -> Self {
+    pub(crate) fn new(conns: Vec<Connection>, stats: Arc<Stats>) -> Self {
         Self {
             conns,
+            stats,
             queue: Mutex::new(Queue::default()),
             ready: Condvar::new(),
             live_workers: Mutex::new(0),
@@ -44,8 +48,11 @@ impl Shared {
         }
     }
 
-    /// Tells the connection (a device, if any) how many requests could start right now.
+    /// Tells the connection (a device, if any) how many requests could start right now, and
+    /// [`ServerStats`](crate::ServerStats) how many are queued and how many workers idle.
     fn report(&self, q: &Queue) {
+        self.stats.queued.store(q.jobs.len(), Ordering::Relaxed);
+        self.stats.idle.store(q.idle, Ordering::Relaxed);
         let free = q.idle.saturating_sub(q.jobs.len());
         for c in &self.conns {
             c.set_capacity(free);

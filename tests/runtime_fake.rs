@@ -238,5 +238,53 @@ fn one_server_two_mongrel2s_keep_their_clients_apart() {
     assert!(a.recv_reply(T).is_some() && a.recv_reply(Duration::from_millis(200)).is_none());
     assert!(b.recv_reply(T).is_some() && b.recv_reply(Duration::from_millis(200)).is_none());
     handle.shutdown();
+/// `Server::stats`: messages queued behind busy workers, and idle and busy workers, live.
+#[test]
+fn server_stats_show_the_queue_and_the_workers() {
+    let m2 = FakeMongrel2::new();
+    let server = m2wsgi::Server::new(connect(&m2))
+        .workers(2)
+        .shutdown_timeout(Duration::from_secs(5));
+    let stats = server.stats();
+    assert_eq!((stats.workers(), stats.queued()), (0, 0), "not serving yet");
+    let stop = server.shutdown_handle();
+    let (release, gate) = mpsc::channel::<()>();
+    let gate = std::sync::Mutex::new(gate);
+    let thread = std::thread::spawn(move || {
+        server.serve(move |req| {
+            if req.message().path().as_ref() == b"/hold" {
+                let _ = gate.lock().unwrap().recv_timeout(T);
+            }
+            hello(req);
+        })
+    });
+    let settle = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + T;
+        while !cond() {
+            assert!(Instant::now() < deadline, "{what}: {stats:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    settle("both workers idle", &|| {
+        stats.workers() == 2 && stats.idle_workers() == 2
+    });
+    // One worker holds /hold (the other waits for the gate's lock); the third waits in the
+    // queue.
+    for id in 1..=3 {
+        m2.send(RequestBuilder::get("/hold").conn_id(id).build());
+    }
+    settle("two busy, one queued", &|| {
+        stats.busy_workers() == 2 && stats.queued() == 1
+    });
+    for _ in 0..3 {
+        release.send(()).unwrap();
+    }
+    for id in 1..=3 {
+        assert_eq!(m2.read_response(id, T).expect("a response").status, 200);
+    }
+    settle("idle again", &|| {
+        stats.idle_workers() == 2 && stats.queued() == 0
+    });
+    stop.shutdown();
     thread.join().unwrap().unwrap();
 }

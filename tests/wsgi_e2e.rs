@@ -678,3 +678,292 @@ fn big_generator_without_flow_control_is_not_cut() {
         s.m2.error_log()
     );
 }
+
+// ------------------------------------------------------------------------------------------------
+// Access log and metrics
+
+/// The lines of `path` once there are `n` of them (up to 5 s: lines go out within a second).
+fn wait_lines(path: &Path, n: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let ok = support::process::wait_until(Duration::from_secs(5), || {
+        lines = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        lines.len() >= n
+    });
+    assert!(
+        ok,
+        "{} has {} lines, not {n}: {lines:#?}",
+        path.display(),
+        lines.len()
+    );
+    lines
+}
+
+/// A line with its `[time]` replaced by `[T]`, after checking that it looks like
+/// `[01/Dec/2025:14:08:26 +0100]`.
+fn without_time(line: &str) -> String {
+    let start = line.find('[').expect("a [time]");
+    let end = start + line[start..].find(']').expect("a [time]") + 1;
+    let t = &line[start..end];
+    let b = t.as_bytes();
+    assert!(
+        t.len() == 28
+            && b[3] == b'/'
+            && b[7] == b'/'
+            && b[12] == b':'
+            && b[21] == b' '
+            && matches!(b[22], b'+' | b'-'),
+        "{t}"
+    );
+    format!("{}[T]{}", &line[..start], &line[end..])
+}
+
+/// The access log through Mongrel2: gunicorn's combined format plus a response header, an
+/// environ variable and the time, one line per request with its final status and body bytes;
+/// then logrotate's way: rename the file, SIGUSR1, and the next lines go to a new file.
+#[test]
+fn access_log_lines_and_reopen_on_sigusr1() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let log_arg = log.display().to_string();
+    let format = format!(
+        "{} %({{content-type}}o)s %({{wsgi.url_scheme}}e)s %(D)s",
+        m2wsgi::wsgi::DEFAULT_FORMAT
+    );
+    let mut s = start(
+        "probe:application",
+        &[
+            "--num-threads",
+            "2",
+            "--access-log",
+            &log_arg,
+            "--access-log-format",
+            &format,
+        ],
+        &[],
+    );
+    let r = fetch(
+        &s,
+        "/hello",
+        &["-A", "probe-agent", "-e", "http://ref.example/"],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(get(&s, "/nope?x=1&y=%22").status, 404);
+    assert_eq!(fetch(&s, "/hello", &["-I"]).status, 200);
+    assert_eq!(get(&s, "/raise").status, 500);
+    assert_eq!(
+        fetch(&s, "/hello", &["-u", "alice:secret", "-A", ""]).status,
+        200
+    );
+    let lines = wait_lines(&log, 5);
+    let mut got: Vec<String> = lines.iter().map(|l| without_time(l)).collect();
+    // The request time (microseconds) ends each line.
+    for l in &mut got {
+        let (rest, micros) = l.rsplit_once(' ').unwrap();
+        assert!(micros.parse::<u64>().is_ok_and(|us| us > 0), "{l}");
+        *l = rest.to_string();
+    }
+    // Two threads: lines may come in either order.
+    got.sort();
+    let mut want = vec![
+        "127.0.0.1 - - [T] \"GET /hello HTTP/1.1\" 200 13 \"http://ref.example/\" \
+         \"probe-agent\" text/plain; charset=utf-8 http",
+        "127.0.0.1 - - [T] \"GET /nope?x=1&y=%22 HTTP/1.1\" 404 14 \"-\" \"curl/*\" \
+         text/plain; charset=utf-8 http",
+        "127.0.0.1 - - [T] \"HEAD /hello HTTP/1.1\" 200 0 \"-\" \"curl/*\" \
+         text/plain; charset=utf-8 http",
+        "127.0.0.1 - - [T] \"GET /raise HTTP/1.1\" 500 22 \"-\" \"curl/*\" \
+         text/plain; charset=utf-8 http",
+        "127.0.0.1 - alice [T] \"GET /hello HTTP/1.1\" 200 13 \"-\" \"-\" \
+         text/plain; charset=utf-8 http",
+    ];
+    want.sort();
+    let curl_ua = |l: &str| {
+        // curl's version varies: compare up to it.
+        match l.find("\"curl/") {
+            Some(i) => {
+                let end = i + 1 + l[i + 1..].find('"').unwrap();
+                format!("{}\"curl/*{}", &l[..i], &l[end..])
+            }
+            None => l.to_string(),
+        }
+    };
+    let mut got: Vec<String> = got.iter().map(|l| curl_ua(l)).collect();
+    got.sort();
+    assert_eq!(got, want);
+
+    // logrotate: move the file, signal, and the process writes to a new one.
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    s.proc.signal("USR1");
+    assert!(
+        support::process::wait_until(Duration::from_secs(5), || log.exists()),
+        "no new access log after SIGUSR1:\n{}",
+        s.proc.stderr()
+    );
+    assert_eq!(get(&s, "/hello").status, 200);
+    let after = wait_lines(&log, 1);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(
+        after[0].contains("\"GET /hello HTTP/1.1\" 200 13 "),
+        "{after:?}"
+    );
+    assert_eq!(wait_lines(&rotated, 5).len(), 5);
+    assert!(s.proc.stderr().contains("reopened"), "{}", s.proc.stderr());
+    // A clean stop writes what is buffered.
+    assert_eq!(get(&s, "/hello").status, 200);
+    assert_eq!(s.proc.stop().and_then(|st| st.code()), Some(0));
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 2);
+}
+
+/// The value of the sample written exactly as `series`.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
+
+fn scrape(port: u16) -> String {
+    let out = curl(&[
+        "-s",
+        "--max-time",
+        "5",
+        &format!("http://127.0.0.1:{port}/metrics"),
+    ]);
+    assert!(out.status.success(), "scrape failed");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `--metrics`: the Prometheus endpoint counts what went through Mongrel2.
+#[test]
+fn metrics_endpoint_counts_requests_through_mongrel2() {
+    let port = support::mongrel2::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let s = start(
+        "probe:application",
+        &["--num-threads", "2", "--metrics", &addr],
+        &[],
+    );
+    assert!(s
+        .proc
+        .stderr()
+        .contains(&format!("metrics at http://{addr}/metrics")));
+    let mut before = String::new();
+    let idle = support::process::wait_until(Duration::from_secs(5), || {
+        before = scrape(port);
+        metric(&before, "m2wsgi_threads{state=\"idle\"}") == Some(2.0)
+    });
+    assert!(idle, "{before}");
+    assert_eq!(
+        metric(&before, "m2wsgi_requests_total{status=\"2xx\"}"),
+        Some(0.0)
+    );
+    for _ in 0..3 {
+        assert_eq!(get(&s, "/hello").status, 200);
+    }
+    assert_eq!(get(&s, "/nope").status, 404);
+    assert_eq!(get(&s, "/raise").status, 500);
+    // Above limits.content_length (4096): an async upload.
+    let data = pattern(10_000, 7, 251);
+    let f = temp_file("metrics-upload.bin", &data);
+    let r = fetch(
+        &s,
+        "/input?op=hash",
+        &["--data-binary", &format!("@{}", f.display())],
+    );
+    assert_eq!(r.status, 200);
+    // A request's counters are added just after its response went out.
+    let mut text = String::new();
+    let settled = support::process::wait_until(Duration::from_secs(5), || {
+        text = scrape(port);
+        metric(&text, "m2wsgi_request_duration_seconds_count") == Some(6.0)
+            && metric(&text, "m2wsgi_threads{state=\"idle\"}") == Some(2.0)
+    });
+    assert!(settled, "{text}");
+    for (series, want) in [
+        ("m2wsgi_requests_total{status=\"2xx\"}", 4.0),
+        ("m2wsgi_requests_total{status=\"4xx\"}", 1.0),
+        ("m2wsgi_requests_total{status=\"5xx\"}", 1.0),
+        ("m2wsgi_requests_total{status=\"none\"}", 0.0),
+        ("m2wsgi_request_duration_seconds_bucket{le=\"+Inf\"}", 6.0),
+        ("m2wsgi_gil_wait_seconds_count", 6.0),
+        ("m2wsgi_requests_in_flight", 0.0),
+        ("m2wsgi_threads{state=\"busy\"}", 0.0),
+        ("m2wsgi_queue_length", 0.0),
+        ("m2wsgi_uploads_total{kind=\"async\"}", 1.0),
+        ("m2wsgi_uploads_total{kind=\"stream\"}", 0.0),
+        ("m2wsgi_timeouts_total", 0.0),
+    ] {
+        assert_eq!(metric(&text, series), Some(want), "{series}:\n{text}");
+    }
+    let sum = metric(&text, "m2wsgi_request_duration_seconds_sum").unwrap();
+    assert!(sum > 0.0 && sum < 30.0, "{sum}");
+    assert!(text.contains("# TYPE m2wsgi_request_duration_seconds histogram\n"));
+    // Anything but GET /metrics gets little.
+    let out = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("http://{addr}/"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
+}
+
+/// A bad access log, format or metrics address stops the command before the application is
+/// loaded, with exit status 1 and one line saying what is wrong.
+#[test]
+fn observability_options_fail_fast() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    for (args, needle) in [
+        (
+            vec!["--access-log", "/nonexistent-dir/access.log"],
+            "access log /nonexistent-dir/access.log: ",
+        ),
+        (
+            vec!["--access-log", "-", "--access-log-format", "%(h)s %d"],
+            "a % that starts no %(atom)s",
+        ),
+        (vec!["--metrics", addr.as_str()], "--metrics "),
+        (
+            vec!["--metrics", "not-an-address"],
+            "--metrics not-an-address: ",
+        ),
+    ] {
+        let mut all = args.clone();
+        all.extend(["m2wsgi_no_such_module", "tcp://127.0.0.1:1"]);
+        let (st, _, err) = m2wsgi(&all, &[], false).finish();
+        assert_eq!(st.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(
+            !err.contains("m2wsgi_no_such_module"),
+            "{args:?}: loaded the app: {err}"
+        );
+    }
+    // An unknown atom is a warning, not an error.
+    let (st, _, err) = m2wsgi(
+        &[
+            "--access-log",
+            "-",
+            "--access-log-format",
+            "%(zz)s",
+            "m2wsgi_no_such_module",
+            "tcp://127.0.0.1:1",
+        ],
+        &[],
+        false,
+    )
+    .finish();
+    assert_eq!(st.code(), Some(1));
+    assert!(err.contains("%(zz)s is not a known atom"), "{err}");
+    let (st, out, _) = m2wsgi(&["--help"], &[], false).finish();
+    assert!(st.success());
+    for opt in ["--access-log", "--access-log-format", "--metrics"] {
+        assert!(out.contains(opt), "--help lacks {opt}");
+    }
+}

@@ -301,6 +301,40 @@ pub struct Args {
     #[arg(long, value_name = "BACKEND", default_value = "threads", value_parser = parse_io)]
     pub io: IoBackend,
 
+    // Access log and metrics.
+    /// Write an access log line per request to FILE (`-`: standard output); off by default.
+    ///
+    /// One line after each response, with the final status and the body bytes sent, written by
+    /// the worker threads without the GIL and flushed at least once a second. The file is
+    /// opened for appending (relative to --chdir); SIGUSR1 reopens it (for logrotate).
+    #[arg(long, value_name = "FILE", env = "M2WSGI_ACCESS_LOG")]
+    pub access_log: Option<PathBuf>,
+
+    /// The access log's line format, in gunicorn's syntax: %(atom)s, %% for a percent sign.
+    ///
+    /// Atoms: h client address, l -, u Basic auth user, t time [01/Dec/2025:14:08:26 +0100],
+    /// r request line, m method, U path (decoded), q query, H protocol, s status, B body
+    /// bytes, b body bytes or -, f referer, a user agent, T / M / D request time in seconds /
+    /// ms / microseconds, L in seconds with 6 decimals, p process id, {name}i request header,
+    /// {name}o response header, {name}e environ variable. The default is gunicorn's, the
+    /// combined log format: %(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s".
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        default_value = super::DEFAULT_FORMAT,
+        env = "M2WSGI_ACCESS_LOG_FORMAT",
+        hide_default_value = true
+    )]
+    pub access_log_format: String,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9101); off by default.
+    ///
+    /// From a thread of its own: requests by status class, request durations, requests in
+    /// flight, busy and idle threads, GIL waits, the queue, uploads, client disconnects,
+    /// timeouts. Collecting them costs a few atomic additions per request.
+    #[arg(long, value_name = "ADDR", env = "M2WSGI_METRICS")]
+    pub metrics: Option<String>,
+
     /// Print which Python is embedded (version, prefix, libpython) and exit.
     #[arg(long)]
     pub python_info: bool,
@@ -698,6 +732,12 @@ fn serve(a: &Args) -> Result<(), Stop> {
             Arc::new(AtomicBool::new(false)),
         );
     }
+    // Before Python too: SIGUSR1, and the time zone read from the environment.
+    let observability = if a.python_info {
+        None
+    } else {
+        Some(observability(a)?)
+    };
     super::initialize(None).map_err(fatal)?;
     if a.python_info {
         print!("{}", super::python_info());
@@ -768,6 +808,11 @@ fn serve(a: &Args) -> Result<(), Stop> {
         );
         server = server.also(c);
     }
+    let (access_log, metrics_endpoint) = observability.unwrap_or_default();
+    if let Some(log) = access_log {
+        server = server.access_log(log);
+    }
+    server = server.metrics(metrics_endpoint.is_some());
     server
         .serve(conn)
         .map_err(|e| fatal(format!("serving: {e}")))?;
@@ -778,6 +823,34 @@ fn serve(a: &Args) -> Result<(), Stop> {
 
 mod config_file;
 pub use config_file::ConfigFileError;
+/// `--access-log` and `--metrics`: the log opened (SIGUSR1 reopening it) and the endpoint bound,
+/// so that a bad file, format or address stops the command before the application is loaded.
+fn observability(
+    a: &Args,
+) -> Result<(Option<super::AccessLog>, Option<super::metrics::Listener>), Stop> {
+    let log = match &a.access_log {
+        None => None,
+        Some(target) => {
+            let log = super::AccessLog::open(target, &a.access_log_format).map_err(fatal)?;
+            log.reopen_on_sigusr1()
+                .map_err(|e| fatal(format!("cannot install the SIGUSR1 handler: {e}")))?;
+            for atom in log.unknown_atoms() {
+                tracing::warn!("access log format: %({atom})s is not a known atom; written as -");
+            }
+            Some(log)
+        }
+    };
+    let endpoint = match &a.metrics {
+        None => None,
+        Some(addr) => {
+            let l = super::metrics::Listener::bind(addr.as_str(), || super::metrics::render(&[]))
+                .map_err(|e| fatal(format!("--metrics {addr}: {e}")))?;
+            tracing::info!("metrics at http://{}/metrics", l.local_addr());
+            Some(l)
+        }
+    };
+    Ok((log, endpoint))
+}
 
 #[cfg(test)]
 mod tests;

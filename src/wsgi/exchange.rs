@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::PyErr;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -103,6 +103,11 @@ pub(crate) struct Exchange {
     epoch: Instant,
     last_write: AtomicU64,
     flusher: Option<Arc<Flusher>>,
+    /// For the access log and metrics: the status sent (0: none yet), the body bytes sent, and
+    /// whether to keep the response headers once sent.
+    status: AtomicU16,
+    body_bytes: AtomicU64,
+    keep_headers: AtomicBool,
 }
 
 impl Exchange {
@@ -116,7 +121,31 @@ impl Exchange {
             epoch: Instant::now(),
             last_write: AtomicU64::new(0),
             flusher,
+            status: AtomicU16::new(0),
+            body_bytes: AtomicU64::new(0),
+            keep_headers: AtomicBool::new(false),
         })
+    }
+
+    /// Keeps the response headers once sent, for [`with_response_headers`](Self::with_response_headers).
+    pub(crate) fn keep_response_headers(&self) {
+        self.keep_headers.store(true, Ordering::Relaxed);
+    }
+
+    /// The status sent (`None` if nothing was) and the body bytes sent, once the response is
+    /// over.
+    pub(crate) fn outcome(&self) -> (Option<u16>, u64) {
+        let status = self.status.load(Ordering::Relaxed);
+        (
+            (status != 0).then_some(status),
+            self.body_bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Calls `f` with the response headers sent (empty unless
+    /// [`keep_response_headers`](Self::keep_response_headers) was called before they were).
+    pub(crate) fn with_response_headers<R>(&self, f: impl FnOnce(&HeaderMap) -> R) -> R {
+        f(&self.head.lock().headers)
     }
 
     /// Whether the status line and headers have gone out.
@@ -155,6 +184,10 @@ impl Exchange {
         let reason: Vec<u8> = status.reason.chars().map(|c| c as u8).collect();
         let stream = req.stream_with_reason(status.code, &reason, &headers, len.or(hint))?;
         self.sent.store(true, Ordering::SeqCst);
+        self.status.store(status.code.as_u16(), Ordering::Relaxed);
+        if self.keep_headers.load(Ordering::Relaxed) {
+            self.head.lock().headers = headers;
+        }
         *out = Out::Streaming(stream);
         Ok(())
     }
@@ -222,7 +255,10 @@ impl Exchange {
         self.begin(&mut out, Some(0))?;
         self.done.store(true, Ordering::SeqCst);
         match std::mem::replace(&mut *out, Out::Done) {
-            Out::Streaming(stream) => stream.finish().map_err(Failure::from),
+            Out::Streaming(stream) => {
+                self.body_bytes.store(stream.written(), Ordering::Relaxed);
+                stream.finish().map_err(Failure::from)
+            }
             _ => Ok(()),
         }
     }
@@ -239,15 +275,20 @@ impl Exchange {
                     CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; charset=utf-8"),
                 );
-                if let Err(e) = req.reply_http(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &h,
-                    b"Internal Server Error\n",
-                ) {
+                const BODY: &[u8] = b"Internal Server Error\n";
+                self.status.store(500, Ordering::Relaxed);
+                if req.method() != Some(&http::Method::HEAD) {
+                    self.body_bytes.store(BODY.len() as u64, Ordering::Relaxed);
+                }
+                if self.keep_headers.load(Ordering::Relaxed) {
+                    self.head.lock().headers = h.clone();
+                }
+                if let Err(e) = req.reply_http(StatusCode::INTERNAL_SERVER_ERROR, &h, BODY) {
                     tracing::debug!("sending a 500: {e}");
                 }
             }
             Out::Streaming(stream) => {
+                self.body_bytes.store(stream.written(), Ordering::Relaxed);
                 if let Err(e) = stream.abort() {
                     tracing::debug!("dropping a failed response's connection: {e}");
                 }

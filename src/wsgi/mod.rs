@@ -88,6 +88,9 @@
 //! | `body.rs` | sending the returned iterable (lists, [`FileWrapper`], generators) and calling its `close()` |
 //! | `flusher.rs` | the per-worker thread that sends what a paused generator left buffered |
 //! | `supervisor.rs` | `--workers N`: the supervisor process, its device, and the worker processes it starts, restarts and recycles |
+//! | `observe.rs` | what a worker records per request for the access log and the metrics (nothing without them) |
+//! | `access_log.rs` | [`AccessLog`]: gunicorn's format compiled once (`access_log/format.rs`), lines buffered and written without the GIL, reopened on SIGUSR1 |
+//! | `metrics.rs` | [`metrics`]: the process's Prometheus counters, their exposition, [`metrics::merge`] for several processes, the `/metrics` endpoint |
 //!
 //! # Embedding CPython
 //!
@@ -107,6 +110,7 @@
 //!   threads): call [`run_exit_handlers`] (the `atexit` handlers, then [`flush_stdio`]) before
 //!   exiting.
 
+mod access_log;
 mod body;
 pub mod cli;
 mod environ;
@@ -115,11 +119,14 @@ mod exchange;
 mod flusher;
 mod input;
 mod interpreter;
+pub mod metrics;
+mod observe;
 mod server;
 mod start_response;
 mod supervisor;
 mod venv;
 
+pub use access_log::{AccessLog, AccessLogError, FormatError, DEFAULT_FORMAT};
 pub use body::FileWrapper;
 pub use error::{AppNameProblem, InitError, PyVersion, VenvError, VersionSource, WsgiError};
 pub use interpreter::{

@@ -6,15 +6,17 @@ use super::exchange::{Exchange, Failure};
 use super::flusher::Flusher;
 use super::input::Input;
 use super::interpreter::format_exception;
+use super::observe::{Answer, Observe, Observer};
 use super::start_response::StartResponse;
 use super::WsgiError;
+use super::{metrics, AccessLog};
 use crate::{Connection, MessageKind, Request, Server, Worker};
 use http::{HeaderMap, StatusCode};
 use pyo3::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Serves a WSGI application over a [`Connection`].
 ///
@@ -38,6 +40,8 @@ pub struct WsgiServer {
     shutdown_timeout: Duration,
     stop: Option<Arc<AtomicBool>>,
     also: Vec<Connection>,
+    access_log: Option<AccessLog>,
+    metrics: bool,
 }
 
 impl WsgiServer {
@@ -51,6 +55,8 @@ impl WsgiServer {
             shutdown_timeout: Duration::from_secs(30),
             stop: None,
             also: Vec::new(),
+            access_log: None,
+            metrics: false,
         }
     }
 
@@ -96,6 +102,21 @@ impl WsgiServer {
         self
     }
 
+    /// Writes a line per request to `log` (see [`AccessLog`] for the format), from the worker
+    /// threads, without the GIL.
+    pub fn access_log(mut self, log: AccessLog) -> Self {
+        self.access_log = Some(log);
+        self
+    }
+
+    /// Collects the per-request metrics that [`metrics::render`] shows (requests by status,
+    /// durations, GIL waits, threads, queue...): a few atomic additions per request. Off by
+    /// default. The registry is the process's: serve one application per process.
+    pub fn metrics(mut self, on: bool) -> Self {
+        self.metrics = on;
+        self
+    }
+
     /// Serves until the stop flag is set, then drains (see [`Server`]) and returns. Blocks the
     /// calling thread, which must not be attached to Python (it would hold the GIL).
     ///
@@ -108,7 +129,6 @@ impl WsgiServer {
         }
         let mut env = self.env;
         env.multithread = self.threads > 1;
-        let shared = Arc::new(Shared { app: self.app, env });
         let mut server = Server::new(conn)
             .workers(self.threads)
             .shutdown_timeout(self.shutdown_timeout);
@@ -118,7 +138,21 @@ impl WsgiServer {
         for conn in self.also {
             server = server.also(conn);
         }
-        server.serve_with(move |worker| run_worker(&shared, worker))
+        if self.metrics {
+            metrics::watch_server(server.stats());
+        }
+        let log = self.access_log.clone();
+        let observe = Observe::new(self.access_log, self.metrics);
+        let shared = Arc::new(Shared {
+            app: self.app,
+            env,
+            observe,
+        });
+        let served = server.serve_with(move |worker| run_worker(&shared, worker));
+        if let Some(log) = log {
+            log.flush();
+        }
+        served
     }
 }
 
@@ -126,6 +160,7 @@ impl WsgiServer {
 struct Shared {
     app: Py<PyAny>,
     env: EnvironConfig,
+    observe: Option<Observe>,
 }
 
 fn run_worker(shared: &Shared, mut worker: Worker) {
@@ -151,16 +186,40 @@ fn run_worker(shared: &Shared, mut worker: Worker) {
             }
         };
         let app = shared.app.bind(py);
+        let mut obs = shared.observe.as_ref().map(Observe::thread);
         loop {
-            // The GIL is released while waiting for work.
-            let Some(req) = py.detach(|| worker.next()) else {
+            // The GIL is released while waiting for work, and while the last request's log
+            // line and counters are written.
+            let next = py.detach(|| {
+                if let Some(o) = &mut obs {
+                    o.finish();
+                }
+                let req = worker.next()?;
+                Some((req, obs.is_some().then(Instant::now)))
+            });
+            let Some((req, taken)) = next else {
                 break;
             };
+            if let (Some(o), Some(taken)) = (&mut obs, taken) {
+                o.begin(&req, taken);
+            }
             let run = catch_unwind(AssertUnwindSafe(|| {
-                handle(py, shared, &template, app, flusher.as_ref(), req);
+                handle(
+                    py,
+                    shared,
+                    &template,
+                    app,
+                    flusher.as_ref(),
+                    req,
+                    obs.as_mut(),
+                )
             }));
-            if run.is_err() {
-                tracing::error!("worker {index}: panic while handling a request; going on");
+            match (run, &mut obs) {
+                (Ok(answer), Some(o)) => o.answered(answer),
+                (Ok(_), None) => {}
+                (Err(_), _) => {
+                    tracing::error!("worker {index}: panic while handling a request; going on");
+                }
             }
             if let Some(f) = &flusher {
                 f.unwatch();
@@ -206,7 +265,8 @@ fn handle(
     app: &Bound<'_, PyAny>,
     flusher: Option<&Arc<Flusher>>,
     req: Request,
-) {
+    obs: Option<&mut Observer<'_>>,
+) -> Answer {
     match req.kind() {
         MessageKind::Request | MessageKind::UploadDone { .. } => {}
         MessageKind::WebSocketHandshake => {
@@ -219,15 +279,12 @@ fn handle(
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("text/plain"),
             );
-            let _ = req.reply_http(
-                StatusCode::BAD_REQUEST,
-                &h,
-                b"WebSockets are not served here\n",
-            );
-            return;
+            const BODY: &[u8] = b"WebSockets are not served here\n";
+            let _ = req.reply_http(StatusCode::BAD_REQUEST, &h, BODY);
+            return Answer::Fixed(400, BODY.len() as u64);
         }
         // Disconnect notices, WebSocket frames, JSON/XML socket messages: nothing to answer.
-        _ => return,
+        _ => return Answer::Unknown,
     }
     let what = Label::new(&req);
     let body = match req.body_reader() {
@@ -236,19 +293,23 @@ fn handle(
             tracing::error!("{what}: cannot open the request body: {e}; 500");
             let ex = Exchange::new(req, None);
             py.detach(|| ex.fail());
-            return;
+            return Answer::Exchange(ex);
         }
     };
     let body_len = body.len();
     let input = match Bound::new(py, Input::new(body)) {
         Ok(i) => i.into_any(),
         Err(e) => {
+            // The request is dropped unanswered: the runtime answers 500.
             tracing::error!("{what}: {}", format_exception(py, &e));
-            return;
+            return Answer::Fixed(500, 0);
         }
     };
     let environ = template.build(py, &shared.env, &req, body_len, input);
     let ex = Exchange::new(req, flusher.cloned());
+    if obs.as_ref().is_some_and(|o| o.needs_response_headers()) {
+        ex.keep_response_headers();
+    }
     let environ = match environ {
         Ok(e) => e,
         Err(e) => {
@@ -257,9 +318,13 @@ fn handle(
                 format_exception(py, &e)
             );
             py.detach(|| ex.fail());
-            return;
+            return Answer::Exchange(ex);
         }
     };
+    let environ_seen = obs
+        .as_ref()
+        .is_some_and(|o| o.wants_environ())
+        .then(|| environ.clone());
     if let Some(f) = flusher {
         f.watch(Arc::<Exchange>::clone(&ex));
     }
@@ -268,7 +333,7 @@ fn handle(
         Err(e) => {
             tracing::error!("{what}: {}", format_exception(py, &e));
             py.detach(|| ex.fail());
-            return;
+            return Answer::Exchange(ex);
         }
     };
     let outcome = match app.call1((environ, start_response)) {
@@ -306,6 +371,10 @@ fn handle(
         py.detach(|| ex.fail());
     }
     template.flush_errors(py);
+    if let (Some(o), Some(env)) = (obs, environ_seen) {
+        o.capture_environ(&env);
+    }
+    Answer::Exchange(ex)
 }
 
 fn report(py: Python<'_>, what: &Label, ex: &Exchange, failure: Failure) {
@@ -322,7 +391,10 @@ fn report(py: Python<'_>, what: &Label, ex: &Exchange, failure: Failure) {
             );
         }
         Failure::Invalid(msg) => tracing::error!("{what}: {msg}; {after}"),
-        Failure::Gone => tracing::info!("{what}: the client disconnected; response abandoned"),
+        Failure::Gone => {
+            metrics::count_disconnect();
+            tracing::info!("{what}: the client disconnected; response abandoned");
+        }
         Failure::Send(e) => tracing::warn!("{what}: sending the response: {e}; abandoned"),
     }
 }

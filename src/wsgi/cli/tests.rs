@@ -288,4 +288,31 @@ fn print_config_renders_what_parses_back() {
     assert_eq!(a.num_threads, 3);
     assert_eq!(a.app.as_deref(), Some("app:x"));
     assert!(a.flow_control);
+#[test]
+fn access_log_and_metrics_options() {
+    let o = parse(&["a", "tcp://x:1"]).unwrap();
+    assert_eq!(o.access_log, None);
+    assert_eq!(o.access_log_format, crate::wsgi::DEFAULT_FORMAT);
+    assert_eq!(o.metrics, None);
+    let o = parse(&[
+        "--access-log=-",
+        "--access-log-format",
+        "%(h)s %(s)s",
+        "--metrics=127.0.0.1:9101",
+        "a",
+        "tcp://x:1",
+    ])
+    .unwrap();
+    assert_eq!(o.access_log, Some(PathBuf::from("-")));
+    assert_eq!(o.access_log_format, "%(h)s %(s)s");
+    assert_eq!(o.metrics.as_deref(), Some("127.0.0.1:9101"));
+    let cmd = Args::command();
+    for (id, var) in [
+        ("access_log", "M2WSGI_ACCESS_LOG"),
+        ("access_log_format", "M2WSGI_ACCESS_LOG_FORMAT"),
+        ("metrics", "M2WSGI_METRICS"),
+    ] {
+        let arg = cmd.get_arguments().find(|a| a.get_id() == id).unwrap();
+        assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(var), "{id}");
+    }
 }
