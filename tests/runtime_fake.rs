@@ -238,6 +238,9 @@ fn one_server_two_mongrel2s_keep_their_clients_apart() {
     assert!(a.recv_reply(T).is_some() && a.recv_reply(Duration::from_millis(200)).is_none());
     assert!(b.recv_reply(T).is_some() && b.recv_reply(Duration::from_millis(200)).is_none());
     handle.shutdown();
+    thread.join().unwrap().unwrap();
+}
+
 /// `Server::stats`: messages queued behind busy workers, and idle and busy workers, live.
 #[test]
 fn server_stats_show_the_queue_and_the_workers() {

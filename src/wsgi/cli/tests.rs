@@ -288,6 +288,8 @@ fn print_config_renders_what_parses_back() {
     assert_eq!(a.num_threads, 3);
     assert_eq!(a.app.as_deref(), Some("app:x"));
     assert!(a.flow_control);
+}
+
 #[test]
 fn access_log_and_metrics_options() {
     let o = parse(&["a", "tcp://x:1"]).unwrap();
