@@ -3,6 +3,8 @@
 //! - [`testing`]: the crate's own `m2wsgi::testing` module (`src/testing/`), compiled into
 //!   this tree so that plain `cargo test` can use it without enabling feature `testing`: the
 //!   request builder, the fake Mongrel2, the HTTP response parser.
+//! - [`client`]: a keep-alive HTTP/1.1 client with deadlines that reports failures instead of
+//!   panicking (the soak's).
 //! - [`mongrel2`]: a real Mongrel2 in a temporary chroot (tests with feature `e2e`).
 //! - [`process`]: child processes stopped on drop, loopback clients, small helpers.
 //! - [`runtime`]: a `Server` on a thread of the test.
@@ -10,6 +12,7 @@
 //!   Mongrel2, and the `m2wsgi` command as a child process.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod client;
 #[cfg(feature = "runtime")]
 pub mod load;
 pub mod mongrel2;
