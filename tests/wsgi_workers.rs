@@ -369,3 +369,59 @@ fn workers_run_as_the_given_user_with_a_title() {
     sup.signal("TERM");
     assert!(sup.wait_exit(T).expect("did not exit").success());
 }
+
+/// `--workers 2 --metrics ADDR`: the supervisor's endpoint merges both workers' samples (each
+/// labelled with its id) and counts the restart of a worker killed.
+#[test]
+fn the_supervisor_serves_every_workers_metrics() {
+    let m2 = mongrel2();
+    let port = support::mongrel2::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut sup = start(&m2, &["--workers", "2", "--metrics", &addr]);
+    assert!(
+        sup.wait_for_log("all 2 workers serving", T),
+        "{}",
+        sup.log()
+    );
+    for _ in 0..10 {
+        let out = curl(&["-s", &m2.url("/app/hello")]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello, world!");
+    }
+    let scrape = || {
+        String::from_utf8_lossy(&curl(&["-s", &format!("http://{addr}/metrics")]).stdout)
+            .into_owned()
+    };
+    // Every request of both workers is counted, under each worker's label.
+    let total = |text: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with("m2wsgi_requests_total{") && l.contains("status=\"2xx\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert!(wait_until(T, || total(&scrape()) == 10), "{}", scrape());
+    let text = scrape();
+    assert!(
+        text.contains("worker=\"w1\"") && text.contains("worker=\"w2\""),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("# TYPE m2wsgi_requests_total").count(),
+        1,
+        "{text}"
+    );
+    let pid = worker_pids(&sup.log())[0];
+    let mut killer = Proc::spawn(
+        std::path::Path::new("/bin/kill"),
+        &["-KILL", &pid.to_string()],
+        &[],
+    );
+    killer.wait_exit(T);
+    assert!(
+        wait_until(T, || scrape()
+            .contains("m2wsgi_worker_restarts_total{cause=\"crash\"} 1")),
+        "{}",
+        scrape()
+    );
+    sup.signal("TERM");
+    assert!(sup.wait_exit(T).expect("did not exit").success());
+}

@@ -635,6 +635,11 @@ fn run_supervisor(a: &Args, workers: usize) -> Result<(), Stop> {
     let reload = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
         .map_err(|e| fatal(format!("cannot install the SIGHUP handler: {e}")))?;
+    let usr1 = Arc::new(AtomicBool::new(false));
+    if a.access_log.is_some() {
+        signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&usr1))
+            .map_err(|e| fatal(format!("cannot install the SIGUSR1 handler: {e}")))?;
+    }
     let _watcher = if a.reload {
         let mut dirs = vec![match &a.chdir {
             Some(d) => d.clone(),
@@ -682,8 +687,10 @@ fn run_supervisor(a: &Args, workers: usize) -> Result<(), Stop> {
         lifetime: a.lifetime,
         lifetime_jitter: a.lifetime_jitter,
         shutdown_timeout: a.shutdown_timeout,
+        metrics: a.metrics.clone(),
+        forward_usr1: a.access_log.is_some(),
     };
-    super::supervisor::supervise(&plan, &send, &recv, &cmd, &stop, &reload).map_err(fatal)
+    super::supervisor::supervise(&plan, &send, &recv, &cmd, &stop, &reload, &usr1).map_err(fatal)
 }
 
 fn serve(a: &Args) -> Result<(), Stop> {
@@ -840,9 +847,25 @@ fn observability(
             Some(log)
         }
     };
-    let endpoint = match &a.metrics {
-        None => None,
-        Some(addr) => {
+    let supervised = std::env::var_os(super::supervisor::WORKER_ENV)
+        .zip(std::env::var_os(super::supervisor::METRICS_DIR_ENV));
+    let endpoint = match (&a.metrics, supervised) {
+        (None, _) => None,
+        // A worker of a supervisor: a private endpoint, its address where the supervisor
+        // (which serves ADDR) looks, every sample labelled with the worker's id.
+        (Some(_), Some((id, dir))) => {
+            let id = id.to_string_lossy().into_owned();
+            let label = id.clone();
+            let l = super::metrics::Listener::bind("127.0.0.1:0", move || {
+                super::metrics::render(&[("worker", label.as_str())])
+            })
+            .map_err(|e| fatal(format!("metrics endpoint: {e}")))?;
+            let file = std::path::Path::new(&dir).join(&id);
+            std::fs::write(&file, l.local_addr().to_string())
+                .map_err(|e| fatal(format!("{}: {e}", file.display())))?;
+            Some(l)
+        }
+        (Some(addr), None) => {
             let l = super::metrics::Listener::bind(addr.as_str(), || super::metrics::render(&[]))
                 .map_err(|e| fatal(format!("--metrics {addr}: {e}")))?;
             tracing::info!("metrics at http://{}/metrics", l.local_addr());

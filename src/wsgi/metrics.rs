@@ -169,20 +169,24 @@ pub enum RestartCause {
     Timeout,
     /// Replaced on request (a reload signal, a rolling restart).
     Reload,
+    /// Replaced after its `--lifetime`.
+    Lifetime,
 }
 
 impl RestartCause {
     /// Every cause, in the order they are rendered.
-    pub const ALL: [RestartCause; 6] = [
+    pub const ALL: [RestartCause; 7] = [
         RestartCause::Crash,
         RestartCause::Exit,
         RestartCause::MaxRequests,
         RestartCause::Memory,
         RestartCause::Timeout,
         RestartCause::Reload,
+        RestartCause::Lifetime,
     ];
 
-    /// The label value: `crash`, `exit`, `max_requests`, `memory`, `timeout`, `reload`.
+    /// The label value: `crash`, `exit`, `max_requests`, `memory`, `timeout`, `reload`,
+    /// `lifetime`.
     pub fn as_str(self) -> &'static str {
         match self {
             RestartCause::Crash => "crash",
@@ -191,6 +195,7 @@ impl RestartCause {
             RestartCause::Memory => "memory",
             RestartCause::Timeout => "timeout",
             RestartCause::Reload => "reload",
+            RestartCause::Lifetime => "lifetime",
         }
     }
 

@@ -64,7 +64,15 @@ pub(super) struct Plan {
     pub(super) lifetime_jitter: Duration,
     /// The workers' `--shutdown-timeout`.
     pub(super) shutdown_timeout: Duration,
+    /// `--metrics ADDR`: the supervisor serves every worker's metrics, merged, at ADDR.
+    pub(super) metrics: Option<String>,
+    /// `--access-log`: SIGUSR1 is passed on to the workers (which reopen their log files).
+    pub(super) forward_usr1: bool,
 }
+
+/// The environment variable naming the directory where a worker writes the address of its
+/// private metrics endpoint (a file named after its id), for the supervisor to scrape.
+pub(super) const METRICS_DIR_ENV: &str = "M2WSGI_METRICS_DIR";
 
 /// How to start a worker: this program with these arguments (the supervisor's own command
 /// line; the worker role comes from [`WORKER_ENV`] and `M2WSGI_DEVICE`).
@@ -139,6 +147,8 @@ struct Supervisor<'p> {
     booted: bool,
     recycles: [u64; 4],
     crashes: u64,
+    /// Where the workers' metrics addresses are (with `--metrics`).
+    metrics_dir: Option<std::path::PathBuf>,
 }
 
 /// Runs the supervisor until SIGINT/SIGTERM (`stop`); SIGHUP (`reload`) replaces every worker.
@@ -153,7 +163,29 @@ pub(super) fn supervise(
     cmd: &WorkerCommand,
     stop: &Arc<AtomicBool>,
     reload: &Arc<AtomicBool>,
+    usr1: &Arc<AtomicBool>,
 ) -> Result<(), String> {
+    let metrics_dir = plan
+        .metrics
+        .as_ref()
+        .map(|_| std::env::temp_dir().join(format!("m2wsgi-{}-metrics", std::process::id())));
+    if let Some(dir) = &metrics_dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("--metrics: cannot create {}: {e}", dir.display()))?;
+    }
+    let _endpoint = match (&plan.metrics, &metrics_dir) {
+        (Some(addr), Some(dir)) => {
+            let dir = dir.clone();
+            let l = super::metrics::Listener::bind(addr.as_str(), move || scrape_all(&dir))
+                .map_err(|e| format!("--metrics {addr}: {e}"))?;
+            tracing::info!(
+                "metrics of every worker at http://{}/metrics",
+                l.local_addr()
+            );
+            Some(l)
+        }
+        _ => None,
+    };
     let device = Device::bind_with_reply(
         &send.to_string(),
         &recv.to_string(),
@@ -187,14 +219,18 @@ pub(super) fn supervise(
         booted: false,
         recycles: [0; 4],
         crashes: 0,
+        metrics_dir,
     };
-    let result = sup.run(&status, stop, reload);
+    let result = sup.run(&status, stop, reload, usr1);
     sup.shutdown();
     device_stop.store(true, Ordering::SeqCst);
     match device_thread.join() {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!("the device stopped: {e}"),
         Err(_) => tracing::error!("the device thread panicked"),
+    }
+    if let Some(dir) = &sup.metrics_dir {
+        let _ = std::fs::remove_dir_all(dir);
     }
     tracing::info!(
         "supervisor stopped: {} crash(es); recycled {} for max-requests, {} for max-rss, {} for \
@@ -214,12 +250,19 @@ impl Supervisor<'_> {
         status: &crate::DeviceStatus,
         stop: &AtomicBool,
         reload: &AtomicBool,
+        usr1: &AtomicBool,
     ) -> Result<(), String> {
         for _ in 0..self.plan.workers {
             self.spawn(None)?;
         }
         while !stop.load(Ordering::SeqCst) {
             std::thread::sleep(TICK);
+            if usr1.swap(false, Ordering::SeqCst) && self.plan.forward_usr1 {
+                tracing::info!("SIGUSR1: the workers reopen their log files");
+                for w in &mut self.workers {
+                    signal(&mut w.child, rustix::process::Signal::USR1);
+                }
+            }
             if reload.swap(false, Ordering::SeqCst) {
                 tracing::info!("reload: replacing every worker");
                 self.replace_all(Cause::Reload)?;
@@ -249,6 +292,9 @@ impl Supervisor<'_> {
             .arg0(format!("m2wsgi: worker {id} {}", self.cmd.title))
             .env(WORKER_ENV, &id)
             .env("M2WSGI_DEVICE", &device);
+        if let Some(dir) = &self.metrics_dir {
+            command.env(METRICS_DIR_ENV, dir);
+        }
         if let Some(gid) = self.cmd.gid {
             command.gid(gid);
         }
@@ -329,11 +375,15 @@ impl Supervisor<'_> {
                 continue;
             };
             let w = self.workers.remove(i);
+            if let Some(dir) = &self.metrics_dir {
+                let _ = std::fs::remove_file(dir.join(w.id()));
+            }
             if w.stopping {
                 tracing::info!("worker {} left ({st})", w.id());
                 continue;
             }
             self.crashes += 1;
+            super::metrics::count_restart(super::metrics::RestartCause::Crash);
             if !w.serving && !self.booted {
                 return Err(format!(
                     "worker {} exited ({st}) before it served: the application did not start \
@@ -402,6 +452,12 @@ impl Supervisor<'_> {
             if let Some(o) = self.workers.iter_mut().find(|o| o.serial == old) {
                 if let Some((_, cause)) = o.replaced_by {
                     self.recycles[cause as usize] += 1;
+                    super::metrics::count_restart(match cause {
+                        Cause::MaxRequests => super::metrics::RestartCause::MaxRequests,
+                        Cause::MaxRss => super::metrics::RestartCause::Memory,
+                        Cause::Lifetime => super::metrics::RestartCause::Lifetime,
+                        Cause::Reload => super::metrics::RestartCause::Reload,
+                    });
                 }
                 terminate(&mut o.child);
                 o.stopping = true;
@@ -477,14 +533,51 @@ impl Supervisor<'_> {
 
 /// Sends SIGTERM (the worker drains).
 fn terminate(child: &mut Child) {
+    signal(child, rustix::process::Signal::TERM);
+}
+
+fn signal(child: &mut Child, sig: rustix::process::Signal) {
     let pid = i32::try_from(child.id())
         .ok()
         .and_then(rustix::process::Pid::from_raw);
     if let Some(pid) = pid {
-        if let Err(e) = rustix::process::kill_process(pid, rustix::process::Signal::TERM) {
-            tracing::warn!("SIGTERM to pid {pid:?}: {e}");
+        if let Err(e) = rustix::process::kill_process(pid, sig) {
+            tracing::warn!("{sig:?} to pid {pid:?}: {e}");
         }
     }
+}
+
+/// The supervisor's `/metrics`: its own samples and every worker's (each scraped from the
+/// private endpoint whose address it wrote into `dir`), merged.
+fn scrape_all(dir: &std::path::Path) -> String {
+    let mut texts = vec![super::metrics::render_supervisor(&[])];
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let addr = std::fs::read_to_string(e.path()).unwrap_or_default();
+            if let Some(text) = scrape(addr.trim()) {
+                texts.push(text);
+            }
+        }
+    }
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    super::metrics::merge(&refs)
+}
+
+/// `GET /metrics` from a worker's endpoint (1 s at most).
+fn scrape(addr: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let addr: std::net::SocketAddr = addr.parse().ok()?;
+    let limit = Duration::from_secs(1);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, limit).ok()?;
+    s.set_read_timeout(Some(limit)).ok()?;
+    s.set_write_timeout(Some(limit)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut buf = Vec::new();
+    s.take(16 << 20).read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8(buf).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
 }
 
 /// A process's resident set size in KiB (VmRSS).
