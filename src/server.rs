@@ -85,6 +85,7 @@ pub struct Server {
     stop: Arc<AtomicBool>,
     signals: bool,
     max_streams: Option<usize>,
+    max_body: Option<u64>,
 }
 
 impl Server {
@@ -97,6 +98,7 @@ impl Server {
             stop: Arc::new(AtomicBool::new(false)),
             signals: false,
             max_streams: None,
+            max_body: None,
         }
     }
 
@@ -112,6 +114,25 @@ impl Server {
     /// [`StreamLimits`](crate::StreamLimits).
     pub fn max_streamed_uploads(mut self, n: usize) -> Self {
         self.max_streams = Some(n.max(1));
+        self
+    }
+
+    /// The largest request body taken, in bytes: a request with a larger one is answered
+    /// `413 Payload Too Large` (and its connection closed) by the dispatcher, before any
+    /// handler sees it. Default: no limit.
+    ///
+    /// Every way Mongrel2 delivers a body is covered:
+    /// - an inline body, by its `Content-Length` (or its size);
+    /// - an async upload (above Mongrel2's `limits.content_length`), by the `Content-Length` of
+    ///   its start message, while Mongrel2 is still writing the temp file; the file is deleted,
+    ///   and the done message that may follow is swallowed. A chunked one (no length) is
+    ///   measured when its done message comes, and its file deleted;
+    /// - a streamed upload (`upload.stream=1`), by the `Content-Length` of its first message;
+    ///   a chunked one as soon as the slices received pass the limit: the handler reading it
+    ///   then gets an error, and the client the `413` (or, if the handler had started to
+    ///   answer, a dropped connection).
+    pub fn max_body(mut self, bytes: u64) -> Self {
+        self.max_body = Some(bytes);
         self
     }
 
@@ -191,7 +212,12 @@ impl Server {
             }
         }
         let max_streams = self.max_streams.unwrap_or((self.workers / 2).max(1));
-        let mut dispatcher = Dispatcher::new(self.conn.clone(), Arc::clone(&shared), max_streams);
+        let mut dispatcher = Dispatcher::new(
+            self.conn.clone(),
+            Arc::clone(&shared),
+            max_streams,
+            self.max_body,
+        );
         let deadline = dispatcher.run(&self.stop, self.deadline);
         // No more input: let workers empty the queue and stop.
         shared.close();
