@@ -678,3 +678,42 @@ fn big_generator_without_flow_control_is_not_cut() {
         s.m2.error_log()
     );
 }
+
+#[test]
+fn timeout_gives_504_and_the_other_thread_serves() {
+    // --timeout 1: the sleeping request is answered 504 at once; its thread stays stuck while
+    // the other one serves.
+    let s = start(
+        "probe:application",
+        &[
+            "--num-threads",
+            "2",
+            "--timeout",
+            "1",
+            "--shutdown-timeout",
+            "1",
+        ],
+        &[],
+    );
+    let sent = Instant::now();
+    let r = get(&s, "/sleep?t=4");
+    let took = sent.elapsed();
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(took < Duration::from_secs(2), "answered after {took:?}");
+    let r = get(&s, "/hello");
+    assert_eq!((r.status, r.text().as_str()), (200, "Hello, world!"));
+    assert!(sent.elapsed() < Duration::from_secs(4), "still asleep");
+    // Logged after the client was answered: the stack is taken with the GIL.
+    assert!(
+        s.proc
+            .wait_for_log(", in sleep_case\n", Duration::from_secs(5)),
+        "the app's stack: {}",
+        s.proc.stderr()
+    );
+    let log = s.proc.stderr();
+    assert!(
+        log.contains("GET /sleep: the application is still running"),
+        "{log}"
+    );
+    assert!(log.contains("answered 504 Gateway Timeout"), "{log}");
+}

@@ -235,6 +235,23 @@ pub struct Args {
     #[arg(long, value_name = "BACKEND", default_value = "threads", value_parser = parse_io)]
     pub io: IoBackend,
 
+    /// Answer 504 Gateway Timeout when the application has not finished a request (its call
+    /// and the iteration of its response) after S seconds; 0, the default, never does.
+    ///
+    /// A response whose headers went out already has its connection closed instead. The
+    /// thread's Python stack is logged. Python threads cannot be stopped: the thread stays
+    /// busy until the application returns (nothing it sends then reaches the client), and
+    /// when more than half the threads are stuck an error says to restart the process. Long
+    /// downloads count: set S above the longest one.
+    #[arg(
+        long,
+        value_name = "S",
+        default_value = "0",
+        env = "M2WSGI_TIMEOUT",
+        value_parser = parse_seconds
+    )]
+    pub timeout: Duration,
+
     /// Print which Python is embedded (version, prefix, libpython) and exit.
     #[arg(long)]
     pub python_info: bool,
@@ -487,9 +504,18 @@ fn serve(a: &Args) -> Result<(), Stop> {
     if let Some(s) = &a.script_name {
         server = server.script_name(s.clone());
     }
+    server = server.timeout(a.timeout);
+    let lost = server.lost_threads();
     server
         .serve(conn)
         .map_err(|e| fatal(format!("serving: {e}")))?;
+    if lost.total() > 0 {
+        tracing::warn!(
+            "{} request(s) ran past --timeout; {} thread(s) still stuck at exit",
+            lost.total(),
+            lost.stuck()
+        );
+    }
     super::run_exit_handlers();
     tracing::info!("stopped");
     Ok(())

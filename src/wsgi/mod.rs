@@ -72,6 +72,12 @@
 //! waits (for the next request, for the body, for download credits). No Python-level lock is
 //! taken by the bridge, so it is ready for free-threaded CPython.
 //!
+//! A thread cannot be stopped from outside. With [`WsgiServer::timeout`], a request whose
+//! application runs too long is answered `504 Gateway Timeout` (or its connection dropped, once
+//! its response has started) by a watchdog thread, which logs the Python stack of the thread;
+//! the thread is counted as lost until the application returns, and what it sends from then on
+//! never reaches the client.
+//!
 //! # Where things are
 //!
 //! | file | what it does |
@@ -87,6 +93,7 @@
 //! | `start_response.rs` | `start_response` and `write`, with the status and header checks |
 //! | `body.rs` | sending the returned iterable (lists, [`FileWrapper`], generators) and calling its `close()` |
 //! | `flusher.rs` | the per-worker thread that sends what a paused generator left buffered |
+//! | `watchdog.rs` | [`WsgiServer::timeout`]: the thread that answers `504` for a request running too long, logs its Python stack and counts the threads lost to it |
 //!
 //! # Embedding CPython
 //!
@@ -117,6 +124,7 @@ mod interpreter;
 mod server;
 mod start_response;
 mod venv;
+mod watchdog;
 
 pub use body::FileWrapper;
 pub use error::{AppNameProblem, InitError, PyVersion, VenvError, VersionSource, WsgiError};

@@ -7,6 +7,7 @@ use super::flusher::Flusher;
 use super::input::Input;
 use super::interpreter::format_exception;
 use super::start_response::StartResponse;
+use super::watchdog::{Clock, LostThreads, Watchdog};
 use super::WsgiError;
 use crate::{Connection, MessageKind, Request, Server, Worker};
 use http::{HeaderMap, StatusCode};
@@ -37,11 +38,14 @@ pub struct WsgiServer {
     env: EnvironConfig,
     shutdown_timeout: Duration,
     stop: Option<Arc<AtomicBool>>,
+    timeout: Duration,
+    lost: Arc<LostThreads>,
 }
 
 impl WsgiServer {
     /// A server for `app` (a callable: see [`load_app`](super::load_app)) with one thread, the
-    /// route prefix as SCRIPT_NAME, `wsgi.multiprocess` false and a 30 s shutdown deadline.
+    /// route prefix as SCRIPT_NAME, `wsgi.multiprocess` false, a 30 s shutdown deadline and no
+    /// request timeout.
     pub fn new(app: Py<PyAny>) -> Self {
         Self {
             app,
@@ -49,6 +53,8 @@ impl WsgiServer {
             env: EnvironConfig::default(),
             shutdown_timeout: Duration::from_secs(30),
             stop: None,
+            timeout: Duration::ZERO,
+            lost: Arc::default(),
         }
     }
 
@@ -79,6 +85,26 @@ impl WsgiServer {
         self
     }
 
+    /// Answers `504 Gateway Timeout` for a request whose application call, iterating its
+    /// response included, has not finished after `d` (`Duration::ZERO`, the default, never
+    /// does). A response whose headers went out already has its connection dropped instead.
+    ///
+    /// The Python stack of the thread is logged. The thread itself cannot be stopped: it is
+    /// counted as lost until the application returns, and nothing it sends after the timeout
+    /// reaches the client; then it serves again. When more than half the threads are stuck at
+    /// once, an error says that the process should be recycled. Long downloads count too: set
+    /// `d` above the longest response expected.
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = d;
+        self
+    }
+
+    /// The count of threads lost to the [`timeout`](Self::timeout), for whatever recycles the
+    /// process: it is updated while [`serve`](Self::serve) runs.
+    pub(crate) fn lost_threads(&self) -> Arc<LostThreads> {
+        Arc::clone(&self.lost)
+    }
+
     /// Stops serving when this flag becomes true (set it from a signal handler installed with
     /// [`install_signal_handlers`](crate::install_signal_handlers) before
     /// [`initialize`](super::initialize)).
@@ -99,14 +125,28 @@ impl WsgiServer {
         }
         let mut env = self.env;
         env.multithread = self.threads > 1;
-        let shared = Arc::new(Shared { app: self.app, env });
+        self.lost.set_threads(self.threads);
+        let watchdog = if self.timeout.is_zero() {
+            None
+        } else {
+            Some(Watchdog::spawn(self.timeout, self.threads, self.lost)?)
+        };
+        let shared = Arc::new(Shared {
+            app: self.app,
+            env,
+            watchdog: watchdog.clone(),
+        });
         let mut server = Server::new(conn)
             .workers(self.threads)
             .shutdown_timeout(self.shutdown_timeout);
         if let Some(flag) = self.stop {
             server = server.stop_flag(flag);
         }
-        server.serve_with(move |worker| run_worker(&shared, worker))
+        let served = server.serve_with(move |worker| run_worker(&shared, worker));
+        if let Some(w) = watchdog {
+            w.stop();
+        }
+        served
     }
 }
 
@@ -114,6 +154,7 @@ impl WsgiServer {
 struct Shared {
     app: Py<PyAny>,
     env: EnvironConfig,
+    watchdog: Option<Arc<Watchdog>>,
 }
 
 fn run_worker(shared: &Shared, mut worker: Worker) {
@@ -139,13 +180,30 @@ fn run_worker(shared: &Shared, mut worker: Worker) {
             }
         };
         let app = shared.app.bind(py);
+        let clock = shared.watchdog.as_ref().map(|w| {
+            // The key of this thread's frames in `sys._current_frames()`.
+            let ident = py
+                .import("threading")
+                .and_then(|t| t.call_method0("get_ident"))
+                .and_then(|i| i.extract::<u64>())
+                .ok();
+            w.clock(index, ident)
+        });
         loop {
             // The GIL is released while waiting for work.
             let Some(req) = py.detach(|| worker.next()) else {
                 break;
             };
             let run = catch_unwind(AssertUnwindSafe(|| {
-                handle(py, shared, &template, app, flusher.as_ref(), req);
+                handle(
+                    py,
+                    shared,
+                    &template,
+                    app,
+                    flusher.as_ref(),
+                    clock.as_ref(),
+                    req,
+                );
             }));
             if run.is_err() {
                 tracing::error!("worker {index}: panic while handling a request; going on");
@@ -162,7 +220,8 @@ fn run_worker(shared: &Shared, mut worker: Worker) {
 
 /// `METHOD /path` for log lines (no query string: it may hold secrets). Formatted only when
 /// a line is logged.
-struct Label {
+#[derive(Debug, Clone)]
+pub(super) struct Label {
     method: Option<http::Method>,
     path: bytes::Bytes,
 }
@@ -193,6 +252,7 @@ fn handle(
     template: &Template,
     app: &Bound<'_, PyAny>,
     flusher: Option<&Arc<Flusher>>,
+    clock: Option<&Clock>,
     req: Request,
 ) {
     match req.kind() {
@@ -236,6 +296,7 @@ fn handle(
         }
     };
     let environ = template.build(py, &shared.env, &req, body_len, input);
+    let responder = clock.map(|_| req.responder());
     let ex = Exchange::new(req, flusher.cloned());
     let environ = match environ {
         Ok(e) => e,
@@ -259,6 +320,8 @@ fn handle(
             return;
         }
     };
+    // The timeout covers the application's call, the iteration of its response and close().
+    let timed = clock.zip(responder).map(|(c, r)| c.start(r, what.clone()));
     let outcome = match app.call1((environ, start_response)) {
         Err(e) => Err((Failure::App(e), None)),
         Ok(result) => {
@@ -283,8 +346,12 @@ fn handle(
             }
         }
     };
+    // Past the timeout the request was answered already: that its late writes fail is expected.
+    let late = timed.as_ref().is_some_and(|t| t.timed_out());
     if let Err((failure, close_err)) = outcome {
-        report(py, &what, &ex, failure);
+        if !(late && matches!(failure, Failure::Gone | Failure::Send(_))) {
+            report(py, &what, &ex, failure);
+        }
         if let Some(e) = close_err {
             tracing::error!(
                 "{what}: close() of the response raised:\n{}",
@@ -292,6 +359,9 @@ fn handle(
             );
         }
         py.detach(|| ex.fail());
+    }
+    if let Some(t) = timed {
+        py.detach(|| t.end());
     }
     template.flush_errors(py);
 }

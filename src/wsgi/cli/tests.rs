@@ -182,3 +182,23 @@ fn environment_defaults() {
         assert_eq!(env(id).as_deref(), Some(var), "{id}");
     }
 }
+
+#[test]
+fn timeout_option() {
+    let o = parse(&["a", "tcp://x:1"]).unwrap();
+    assert_eq!(o.timeout, Duration::ZERO, "off by default");
+    let o = parse(&["--timeout=2.5", "a", "tcp://x:1"]).unwrap();
+    assert_eq!(o.timeout, Duration::from_millis(2500));
+    let e = parse(&["--timeout=-1", "a", "tcp://x:1"]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ValueValidation, "{e}");
+    assert_eq!(env_var("timeout").as_deref(), Some("M2WSGI_TIMEOUT"));
+}
+
+/// The environment variable option `id` defaults from.
+fn env_var(id: &str) -> Option<String> {
+    Args::command()
+        .get_arguments()
+        .find(|a| a.get_id() == id)
+        .and_then(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+}
