@@ -1,13 +1,14 @@
-//! `WsgiServer::timeout` driven in-process (Python embedded in this test binary,
-//! tests/apps/probe.py, a fake Mongrel2): a request running past the timeout is answered `504`
-//! (or its connection dropped once its response started), its Python stack is logged, and what
-//! the thread sends after that never reaches the client. The same through the real `m2wsgi`
-//! command and Mongrel2 is in tests/wsgi_e2e.rs.
+//! `WsgiServer::timeout` and `WsgiServer::max_body` driven in-process (Python embedded in this
+//! test binary, tests/apps/probe.py, a fake Mongrel2): a request running past the timeout is
+//! answered `504` (or its connection dropped once its response started), its Python stack is
+//! logged, and what the thread sends after that never reaches the client; a body above the
+//! limit gets `413` before the application sees it. The same through the real `m2wsgi` command
+//! and Mongrel2 is in tests/wsgi_e2e.rs.
 
 mod support;
 
 use std::time::{Duration, Instant};
-use support::wsgi::{get, wait_log, Running, TIMEOUT};
+use support::wsgi::{get, post, wait_log, Running, TIMEOUT};
 
 const LIMIT: Duration = Duration::from_millis(500);
 
@@ -88,4 +89,15 @@ fn past_the_timeout_a_started_response_is_cut_off() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn body_above_max_body_gets_413_before_the_application() {
+    let mut r = Running::start("probe:application", |s| s.max_body(16));
+    let (id, resp) = r.roundtrip(&post("/input/big?op=read", &[b'x'; 17]));
+    assert_eq!(resp.status, 413, "{}", resp.head_str());
+    assert!(r.wait_end(id, TIMEOUT));
+    let (_, resp) = r.roundtrip(&post("/input/ok?op=read", &[b'x'; 16]));
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), format!("b'{}'\nb''\n", "x".repeat(16)));
 }

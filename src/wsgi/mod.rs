@@ -76,7 +76,8 @@
 //! application runs too long is answered `504 Gateway Timeout` (or its connection dropped, once
 //! its response has started) by a watchdog thread, which logs the Python stack of the thread;
 //! the thread is counted as lost until the application returns, and what it sends from then on
-//! never reaches the client.
+//! never reaches the client. [`WsgiServer::max_body`] refuses large request bodies with `413`
+//! before the application is called.
 //!
 //! # Where things are
 //!

@@ -39,13 +39,14 @@ pub struct WsgiServer {
     shutdown_timeout: Duration,
     stop: Option<Arc<AtomicBool>>,
     timeout: Duration,
+    max_body: Option<u64>,
     lost: Arc<LostThreads>,
 }
 
 impl WsgiServer {
     /// A server for `app` (a callable: see [`load_app`](super::load_app)) with one thread, the
-    /// route prefix as SCRIPT_NAME, `wsgi.multiprocess` false, a 30 s shutdown deadline and no
-    /// request timeout.
+    /// route prefix as SCRIPT_NAME, `wsgi.multiprocess` false, a 30 s shutdown deadline, no
+    /// request timeout and no body size limit.
     pub fn new(app: Py<PyAny>) -> Self {
         Self {
             app,
@@ -54,6 +55,7 @@ impl WsgiServer {
             shutdown_timeout: Duration::from_secs(30),
             stop: None,
             timeout: Duration::ZERO,
+            max_body: None,
             lost: Arc::default(),
         }
     }
@@ -99,6 +101,13 @@ impl WsgiServer {
         self
     }
 
+    /// Answers `413 Payload Too Large` to requests with a body above `bytes`, before the
+    /// application sees them (see [`Server::max_body`] for how each kind of body is measured).
+    pub fn max_body(mut self, bytes: u64) -> Self {
+        self.max_body = Some(bytes);
+        self
+    }
+
     /// The count of threads lost to the [`timeout`](Self::timeout), for whatever recycles the
     /// process: it is updated while [`serve`](Self::serve) runs.
     pub(crate) fn lost_threads(&self) -> Arc<LostThreads> {
@@ -141,6 +150,9 @@ impl WsgiServer {
             .shutdown_timeout(self.shutdown_timeout);
         if let Some(flag) = self.stop {
             server = server.stop_flag(flag);
+        }
+        if let Some(bytes) = self.max_body {
+            server = server.max_body(bytes);
         }
         let served = server.serve_with(move |worker| run_worker(&shared, worker));
         if let Some(w) = watchdog {
