@@ -29,6 +29,17 @@ const UPLOAD_GRANT: i64 = 64 * 1024;
 /// How often a waiting handle looks again (a notify wakes it earlier).
 const WAIT_STEP: Duration = Duration::from_millis(200);
 
+/// What [`ConnState::give_up`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GaveUp {
+    /// The client got the status and the connection is closed.
+    Answered,
+    /// An answer had started: the connection was dropped.
+    Dropped,
+    /// Nothing: the client was gone already, or no request is being handled.
+    Nothing,
+}
+
 /// One message for a worker and, for a completed async upload, the verified file.
 #[derive(Debug)]
 pub(crate) struct Job {
@@ -69,6 +80,13 @@ pub(crate) struct ConnInner {
     pub(crate) stream_received: u64,
     /// Bytes of an answer went out since the owner took its current message.
     pub(crate) answering: bool,
+    /// The server answered the current request itself (`503` at the shutdown deadline, `504`
+    /// past a timeout, `413` for a body above the limit: see [`ConnState::give_up`]); the
+    /// owner's writes fail from then on.
+    pub(crate) gave_up: Option<http::StatusCode>,
+    /// An async upload answered at its start message (refused): its done message needs no
+    /// answer.
+    pub(crate) upload_refused: Option<Bytes>,
     /// Dispatch: a worker owns this connection now; messages that came meanwhile.
     pub(crate) busy: bool,
     pub(crate) pending: VecDeque<Job>,
@@ -151,18 +169,32 @@ impl ConnState {
     /// (the shutdown deadline passed): `503` if nothing was sent yet, else the connection is
     /// dropped (a truncated body must not look complete). Later writes of the handler fail.
     pub(crate) fn abandon(&self, conn: &Connection) {
+        self.give_up(conn, http::StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    /// Takes the request its owner is handling out of its hands: the client gets `status` and
+    /// the connection is closed if nothing of an answer was sent yet, else the connection is
+    /// dropped at once (`X ctl cancel`: a truncated body must not look complete). The
+    /// connection counts as gone from then on, so every later write of the owner fails with
+    /// [`Error::Closed`] and nothing it produces reaches the client. Used for the shutdown
+    /// deadline (`503`), a request running past its timeout (`504`) and a streamed body that
+    /// grows past the size limit (`413`).
+    pub(crate) fn give_up(&self, conn: &Connection, status: http::StatusCode) -> GaveUp {
         let mut g = self.lock();
         if !g.busy || g.disconnected {
-            return;
+            return GaveUp::Nothing;
         }
         let answering = g.answering;
         g.disconnected = true;
+        g.gave_up = Some(status);
         drop(g);
         self.notify();
         if answering {
             let _ = conn.ctl_in(self.epoch, self.id, &[Ctl::Cancel]);
+            GaveUp::Dropped
         } else {
-            self.answer_and_close(conn, http::StatusCode::SERVICE_UNAVAILABLE);
+            self.answer_and_close(conn, status);
+            GaveUp::Answered
         }
     }
 
@@ -192,24 +224,28 @@ impl ConnState {
         g.busy && g.stream_started.is_some() && !g.stream_done && !g.disconnected
     }
 
-    /// A slice of a streamed upload arrived.
-    pub(crate) fn push_upload_slice(&self, slice: Bytes, done: bool) {
+    /// A slice of a streamed upload arrived; returns the body's bytes received so far.
+    pub(crate) fn push_upload_slice(&self, slice: Bytes, done: bool) -> u64 {
         let mut g = self.lock();
         g.stream_received += slice.len() as u64;
         g.stream_last = Some(Instant::now());
         g.stream.push_back(slice);
         g.stream_done |= done;
+        let received = g.stream_received;
         drop(g);
         self.notify();
+        received
     }
 
     /// The next non-empty slice of a streamed upload, or `None` at its end. Grants Mongrel2
     /// upload credit (through `conn`) whenever the slices granted so far are used up.
     ///
     /// # Errors
-    /// `ConnectionAborted` when the client left; `TimedOut` when the body is slower than the
-    /// connection's [`StreamLimits`](crate::upload::StreamLimits) allow (the client has then
-    /// been answered `408` and the connection closed); or the error of sending the credit.
+    /// `ConnectionAborted` when the client left, or when the server answered the request
+    /// itself ([`give_up`](Self::give_up): a body past the size limit, say); `TimedOut` when
+    /// the body is slower than the connection's [`StreamLimits`](crate::upload::StreamLimits)
+    /// allow (the client has then been answered `408` and the connection closed); or the
+    /// error of sending the credit.
     pub(crate) fn next_upload_slice(
         &self,
         conn: &Connection,
@@ -218,6 +254,14 @@ impl ConnState {
         let limits = conn.stream_limits();
         let mut g = self.lock();
         loop {
+            // Taken out of the owner's hands (a body past the size limit, say): nothing more
+            // of it is read.
+            if let Some(status) = g.gave_up {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    format!("the server answered {status} and closed the connection"),
+                ));
+            }
             if let Some(next) = g.stream.pop_front() {
                 g.stream_balance -= next.len() as i64;
                 if !next.is_empty() {

@@ -2,7 +2,7 @@
 //! (download credits, upload progress, disconnects, who owns the connection) and hands each
 //! message to the connection's owner or to an idle worker.
 
-use crate::conn_state::{ConnState, Job, MAX_CREDITS};
+use crate::conn_state::{ConnState, GaveUp, Job, MAX_CREDITS};
 use crate::error::Error;
 use crate::responder::reject;
 use crate::transport::Connection;
@@ -31,15 +31,24 @@ pub(crate) struct Dispatcher {
     states: HashMap<u64, Arc<ConnState>>,
     /// The most streamed uploads read at once; more get 503.
     max_streams: usize,
+    /// The largest request body taken ([`Server::max_body`](crate::Server::max_body)); larger
+    /// ones get 413.
+    max_body: Option<u64>,
     /// The connection's epoch the states belong to.
     epoch: u64,
     last_sweep: Instant,
 }
 
 impl Dispatcher {
-    pub(crate) fn new(conn: Connection, shared: Arc<Shared>, max_streams: usize) -> Self {
+    pub(crate) fn new(
+        conn: Connection,
+        shared: Arc<Shared>,
+        max_streams: usize,
+        max_body: Option<u64>,
+    ) -> Self {
         Self {
             max_streams,
+            max_body,
             epoch: conn.epoch(),
             conn,
             shared,
@@ -168,7 +177,24 @@ impl Dispatcher {
             }
             MessageKind::UploadStream { done, .. } => {
                 if let Some(st) = self.states.get(&id) {
-                    st.push_upload_slice(msg.body().clone(), done);
+                    let received = st.push_upload_slice(msg.body().clone(), done);
+                    // A body without a length (chunked) is stopped once it grows past the
+                    // limit; the handler reading it gets an error.
+                    if self.over_limit(received) {
+                        let did = st.give_up(&self.conn, StatusCode::PAYLOAD_TOO_LARGE);
+                        if did != GaveUp::Nothing {
+                            tracing::warn!(
+                                "connection {id}: streamed request body passed the limit of {} \
+                                 bytes ({received} received); {}",
+                                self.max_body.unwrap_or(0),
+                                if did == GaveUp::Answered {
+                                    "413"
+                                } else {
+                                    "dropping the connection (the answer had started)"
+                                }
+                            );
+                        }
+                    }
                 }
             }
             MessageKind::UploadStart { path } => {
@@ -184,7 +210,7 @@ impl Dispatcher {
                     });
                     reject(&self.conn, self.epoch, &msg, StatusCode::PAYLOAD_TOO_LARGE);
                     // Remembered so the done message that follows is known as answered.
-                    st.lock().upload_start = Some(path);
+                    st.lock().upload_refused = Some(path);
                     return;
                 }
                 // Mongrel2 creates the temp file before it sends the start message, which has
@@ -205,15 +231,32 @@ impl Dispatcher {
                     reject(&self.conn, self.epoch, &msg, StatusCode::BAD_REQUEST);
                     return;
                 }
+                // The start message carries the request's headers: a body announced above the
+                // limit is refused before Mongrel2 has finished writing it.
+                if let Some(len) = declared_length(&msg).filter(|&n| self.over_limit(n)) {
+                    // Verified above, so the file is Mongrel2's: delete it now. Mongrel2 goes
+                    // on writing into the unlinked file until it sees the connection closed
+                    // (then it unlinks the name itself) or the body is complete (then the done
+                    // message comes, and is swallowed); either way nothing is left.
+                    self.remove_verified(&path);
+                    st.lock().upload_refused = Some(path);
+                    self.refuse_too_large(&msg, len, "async upload");
+                    return;
+                }
                 st.lock().upload_start = Some(path);
             }
             MessageKind::UploadDone { start, done } => {
                 let st = self.state(id);
-                let expected = st.lock().upload_start.take();
-                if self.conn.upload_policy().upload_dir.is_none()
-                    && expected.as_ref() == Some(&start)
-                {
-                    return; // refused with 413 at start
+                let (expected, refused) = {
+                    let mut g = st.lock();
+                    (g.upload_start.take(), g.upload_refused.take())
+                };
+                if refused.as_ref() == Some(&start) {
+                    // Answered (413) at its start. Its file was deleted then; deleting again
+                    // covers a file that came back under the same name.
+                    tracing::debug!("connection {id}: done of an upload refused at its start");
+                    self.remove_verified(&start);
+                    return;
                 }
                 if expected.as_ref() != Some(&start) {
                     tracing::warn!(
@@ -229,13 +272,21 @@ impl Dispatcher {
                     return;
                 }
                 match check_upload(self.conn.upload_policy(), &start, &done) {
-                    Ok(path) => self.enqueue(
-                        st,
-                        Job {
-                            msg,
-                            upload: Some(path),
-                        },
-                    ),
+                    Ok(path) => {
+                        // A body without a length (chunked) is measured once it is complete.
+                        if let Some(len) = self.file_over_limit(&path) {
+                            drop(UploadFile::new(path));
+                            self.refuse_too_large(&msg, len, "async upload, once complete");
+                            return;
+                        }
+                        self.enqueue(
+                            st,
+                            Job {
+                                msg,
+                                upload: Some(path),
+                            },
+                        );
+                    }
                     Err(e) => {
                         tracing::warn!(
                             "connection {id}: upload refused: {e}: {}; 400",
@@ -247,6 +298,22 @@ impl Dispatcher {
                 }
             }
             _ => {
+                if msg.kind() == &MessageKind::Request {
+                    // Inline bodies, and the first message of a streamed upload: the declared
+                    // length, or what is there.
+                    let len = declared_length(&msg)
+                        .unwrap_or(0)
+                        .max(msg.body().len() as u64);
+                    if self.over_limit(len) {
+                        let what = if msg.upload_stream().is_some() {
+                            "streamed upload"
+                        } else {
+                            "inline"
+                        };
+                        self.refuse_too_large(&msg, len, what);
+                        return;
+                    }
+                }
                 let st = self.state(id);
                 {
                     let mut g = st.lock();
@@ -280,6 +347,30 @@ impl Dispatcher {
         }
     }
 
+    /// Whether a request body of `len` bytes is above the limit.
+    fn over_limit(&self, len: u64) -> bool {
+        self.max_body.is_some_and(|max| len > max)
+    }
+
+    /// The size of a complete upload file, when it is above the limit.
+    fn file_over_limit(&self, path: &std::path::Path) -> Option<u64> {
+        self.max_body?;
+        let len = std::fs::metadata(path).ok()?.len();
+        self.over_limit(len).then_some(len)
+    }
+
+    /// Answers `413` to a request whose body (of `len` bytes, `what` kind) is above the limit,
+    /// before any handler sees it, and closes the connection.
+    fn refuse_too_large(&self, msg: &Message, len: u64, what: &str) {
+        tracing::warn!(
+            "connection {}: request body of {len} bytes ({what}) is above the limit of {} \
+             bytes; 413",
+            msg.conn_id(),
+            self.max_body.unwrap_or(0)
+        );
+        reject(&self.conn, self.epoch, msg, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
     /// Deletes the temp file of an upload whose start message was verified (so the file is
     /// Mongrel2's) but that is refused after all.
     fn remove_verified(&self, start: &[u8]) {
@@ -307,4 +398,15 @@ impl Dispatcher {
         }
         self.shared.enqueue(st, job);
     }
+}
+
+/// A message's `Content-Length`, when it has a valid one.
+fn declared_length(msg: &Message) -> Option<u64> {
+    msg.headers()
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }

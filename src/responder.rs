@@ -2,7 +2,7 @@
 
 use crate::codec::response::{encode_head, encode_reply_prefix, Ctl, Framing, HeadExtras};
 use crate::codec::websocket::{encode_frame, Opcode};
-use crate::conn_state::ConnState;
+use crate::conn_state::{ConnState, GaveUp};
 use crate::error::Result;
 use crate::transport::Connection;
 use crate::Message;
@@ -32,6 +32,17 @@ impl Responder {
 
     pub(crate) fn state(&self) -> &Arc<ConnState> {
         &self.state
+    }
+
+    /// Takes the request being handled on this connection out of its handler's hands: the
+    /// client gets `status` (or a dropped connection once an answer has started), and every
+    /// later write through any handle of this connection fails (see `ConnState::give_up`).
+    #[cfg_attr(not(feature = "wsgi"), allow(dead_code))] // used by the WSGI request timeout
+    pub(crate) fn give_up(&self, status: StatusCode) -> GaveUp {
+        if self.stale() {
+            return GaveUp::Nothing;
+        }
+        self.state.give_up(&self.conn, status)
     }
 
     /// The client's connection id.

@@ -89,6 +89,7 @@ pub struct Server {
     signals: bool,
     max_streams: Option<usize>,
     stats: Arc<Stats>,
+    max_body: Option<u64>,
 }
 
 impl Server {
@@ -103,6 +104,7 @@ impl Server {
             signals: false,
             max_streams: None,
             stats: Arc::default(),
+            max_body: None,
         }
     }
 
@@ -127,6 +129,25 @@ impl Server {
     /// [`StreamLimits`](crate::StreamLimits).
     pub fn max_streamed_uploads(mut self, n: usize) -> Self {
         self.max_streams = Some(n.max(1));
+        self
+    }
+
+    /// The largest request body taken, in bytes: a request with a larger one is answered
+    /// `413 Payload Too Large` (and its connection closed) by the dispatcher, before any
+    /// handler sees it. Default: no limit.
+    ///
+    /// Every way Mongrel2 delivers a body is covered:
+    /// - an inline body, by its `Content-Length` (or its size);
+    /// - an async upload (above Mongrel2's `limits.content_length`), by the `Content-Length` of
+    ///   its start message, while Mongrel2 is still writing the temp file; the file is deleted,
+    ///   and the done message that may follow is swallowed. A chunked one (no length) is
+    ///   measured when its done message comes, and its file deleted;
+    /// - a streamed upload (`upload.stream=1`), by the `Content-Length` of its first message;
+    ///   a chunked one as soon as the slices received pass the limit: the handler reading it
+    ///   then gets an error, and the client the `413` (or, if the handler had started to
+    ///   answer, a dropped connection).
+    pub fn max_body(mut self, bytes: u64) -> Self {
+        self.max_body = Some(bytes);
         self
     }
 
@@ -217,13 +238,14 @@ impl Server {
         }
         let max_streams = self.max_streams.unwrap_or((self.workers / 2).max(1));
         // One dispatcher per connection: the first on this thread, the others on their own.
-        let (grace, stop) = (self.deadline, &self.stop);
+        let (grace, stop, max_body) = (self.deadline, &self.stop, self.max_body);
         let (deadline, states) = std::thread::scope(|scope| {
             let others: Vec<_> = conns[1..]
                 .iter()
                 .enumerate()
                 .filter_map(|(i, conn)| {
-                    let mut d = Dispatcher::new(conn.clone(), Arc::clone(&shared), max_streams);
+                    let mut d =
+                        Dispatcher::new(conn.clone(), Arc::clone(&shared), max_streams, max_body);
                     std::thread::Builder::new()
                         .name(format!("m2wsgi-dispatch-{}", i + 1))
                         .spawn_scoped(scope, move || (d.run(stop, grace), d.into_states()))
@@ -234,7 +256,8 @@ impl Server {
                         .ok()
                 })
                 .collect();
-            let mut first = Dispatcher::new(conns[0].clone(), Arc::clone(&shared), max_streams);
+            let mut first =
+                Dispatcher::new(conns[0].clone(), Arc::clone(&shared), max_streams, max_body);
             let mut deadline = first.run(stop, grace);
             let mut states = first.into_states();
             for t in others {

@@ -967,3 +967,125 @@ fn observability_options_fail_fast() {
         assert!(out.contains(opt), "--help lacks {opt}");
     }
 }
+
+#[test]
+fn timeout_gives_504_and_the_other_thread_serves() {
+    // --timeout 1: the sleeping request is answered 504 at once; its thread stays stuck while
+    // the other one serves.
+    let s = start(
+        "probe:application",
+        &[
+            "--num-threads",
+            "2",
+            "--timeout",
+            "1",
+            "--shutdown-timeout",
+            "1",
+        ],
+        &[],
+    );
+    let sent = Instant::now();
+    let r = get(&s, "/sleep?t=4");
+    let took = sent.elapsed();
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(took < Duration::from_secs(2), "answered after {took:?}");
+    let r = get(&s, "/hello");
+    assert_eq!((r.status, r.text().as_str()), (200, "Hello, world!"));
+    assert!(sent.elapsed() < Duration::from_secs(4), "still asleep");
+    // Logged after the client was answered: the stack is taken with the GIL.
+    assert!(
+        s.proc
+            .wait_for_log(", in sleep_case\n", Duration::from_secs(5)),
+        "the app's stack: {}",
+        s.proc.stderr()
+    );
+    let log = s.proc.stderr();
+    assert!(
+        log.contains("GET /sleep: the application is still running"),
+        "{log}"
+    );
+    assert!(log.contains("answered 504 Gateway Timeout"), "{log}");
+}
+
+#[test]
+fn max_body_gives_413_inline_and_for_async_uploads() {
+    // limits.content_length is 4096: 2,000 bytes come inline, 300,000 as an async upload.
+    let s = start("probe:application", &["--max-body", "1000"], &[]);
+    let r = fetch(&s, "/input?op=hash", &["--data-binary", &"x".repeat(2000)]);
+    assert_eq!(r.status, 413, "{}", r.text());
+    let r = fetch(&s, "/input?op=hash", &["--data-binary", &"x".repeat(1000)]);
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // The async upload is refused at its start message, while Mongrel2 is still reading the
+    // body; curl may see the connection close under its upload, so only the answer counts.
+    let big = pattern(300_000, 13, 256);
+    let f = temp_file("too-big.bin", &big);
+    let url = s.m2.url("/input?op=hash");
+    let out = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--data-binary",
+        &format!("@{}", f.display()),
+        &url,
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "413",
+        "curl: {}\n--- m2wsgi ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        s.proc.stderr()
+    );
+    no_upload_files_left(&s.m2);
+    assert!(
+        s.proc
+            .wait_for_log("(async upload) is above the limit", Duration::from_secs(5)),
+        "{}",
+        s.proc.stderr()
+    );
+    // And the server goes on.
+    let r = get(&s, "/hello");
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn max_body_gives_413_for_streamed_uploads() {
+    // upload.stream=1: refused at the first message by its Content-Length; a chunked body has
+    // none, and is stopped once the slices received pass the limit.
+    let s = start(
+        "probe:application",
+        &["--max-body", "100000"],
+        &[("upload.stream", "1")],
+    );
+    let big = pattern(300_000, 13, 256);
+    let f = temp_file("too-big-stream.bin", &big);
+    let data = format!("@{}", f.display());
+    let url = s.m2.url("/input?op=hash");
+    for extra in [&[][..], &["-H", "Transfer-Encoding: chunked"]] {
+        let mut args = vec!["-s", "-o", "/dev/null", "-w", "%{http_code}"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--data-binary", &data, &url]);
+        let out = curl(&args);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "413",
+            "{extra:?}: {}\n--- m2wsgi ---\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            s.proc.stderr()
+        );
+    }
+    for line in [
+        "(streamed upload) is above the limit",
+        "streamed request body passed the limit",
+    ] {
+        assert!(
+            s.proc.wait_for_log(line, Duration::from_secs(5)),
+            "{line}: {}",
+            s.proc.stderr()
+        );
+    }
+    let r = get(&s, "/hello");
+    assert_eq!(r.status, 200);
+}

@@ -334,6 +334,31 @@ pub struct Args {
     /// timeouts. Collecting them costs a few atomic additions per request.
     #[arg(long, value_name = "ADDR", env = "M2WSGI_METRICS")]
     pub metrics: Option<String>,
+    /// Answer 504 Gateway Timeout when the application has not finished a request (its call
+    /// and the iteration of its response) after S seconds; 0, the default, never does.
+    ///
+    /// A response whose headers went out already has its connection closed instead. The
+    /// thread's Python stack is logged. Python threads cannot be stopped: the thread stays
+    /// busy until the application returns (nothing it sends then reaches the client), and
+    /// when more than half the threads are stuck an error says to restart the process. Long
+    /// downloads count: set S above the longest one.
+    #[arg(
+        long,
+        value_name = "S",
+        default_value = "0",
+        env = "M2WSGI_TIMEOUT",
+        value_parser = parse_seconds
+    )]
+    pub timeout: Duration,
+
+    /// Answer 413 Payload Too Large to request bodies above BYTES (a number, or with a K, M or
+    /// G suffix: KiB, MiB, GiB); 0, like the default, means no limit.
+    ///
+    /// Checked before the application runs, for every kind of body: inline ones and async
+    /// uploads by their Content-Length (the upload's temp file is deleted), streamed uploads
+    /// (upload.stream=1) by their Content-Length or, chunked, as soon as they grow past it.
+    #[arg(long, value_name = "BYTES", env = "M2WSGI_MAX_BODY", value_parser = parse_bytes)]
+    pub max_body: Option<u64>,
 
     /// Print which Python is embedded (version, prefix, libpython) and exit.
     #[arg(long)]
@@ -409,6 +434,25 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
         .filter(|s| s.is_finite() && *s >= 0.0)
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
         .ok_or_else(|| "needs seconds (>= 0)".to_string())
+}
+
+/// A size in bytes: digits, optionally followed by `K`, `M` or `G` (powers of 1024, either
+/// case, an optional `iB`/`B` after it).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(digits);
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err("needs bytes: a number, or one with K, M or G (e.g. 10M)".into()),
+    };
+    n.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| "needs bytes: a number, or one with K, M or G (e.g. 10M)".into())
 }
 
 fn parse_io(s: &str) -> Result<IoBackend, String> {
@@ -820,9 +864,21 @@ fn serve(a: &Args) -> Result<(), Stop> {
         server = server.access_log(log);
     }
     server = server.metrics(metrics_endpoint.is_some());
+    server = server.timeout(a.timeout);
+    if let Some(bytes) = a.max_body.filter(|&n| n > 0) {
+        server = server.max_body(bytes);
+    }
+    let lost = server.lost_threads();
     server
         .serve(conn)
         .map_err(|e| fatal(format!("serving: {e}")))?;
+    if lost.total() > 0 {
+        tracing::warn!(
+            "{} request(s) ran past --timeout; {} thread(s) still stuck at exit",
+            lost.total(),
+            lost.stuck()
+        );
+    }
     super::run_exit_handlers();
     tracing::info!("stopped");
     Ok(())

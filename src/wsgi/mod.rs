@@ -72,6 +72,13 @@
 //! waits (for the next request, for the body, for download credits). No Python-level lock is
 //! taken by the bridge, so it is ready for free-threaded CPython.
 //!
+//! A thread cannot be stopped from outside. With [`WsgiServer::timeout`], a request whose
+//! application runs too long is answered `504 Gateway Timeout` (or its connection dropped, once
+//! its response has started) by a watchdog thread, which logs the Python stack of the thread;
+//! the thread is counted as lost until the application returns, and what it sends from then on
+//! never reaches the client. [`WsgiServer::max_body`] refuses large request bodies with `413`
+//! before the application is called.
+//!
 //! # Where things are
 //!
 //! | file | what it does |
@@ -91,6 +98,7 @@
 //! | `observe.rs` | what a worker records per request for the access log and the metrics (nothing without them) |
 //! | `access_log.rs` | [`AccessLog`]: gunicorn's format compiled once (`access_log/format.rs`), lines buffered and written without the GIL, reopened on SIGUSR1 |
 //! | `metrics.rs` | [`metrics`]: the process's Prometheus counters, their exposition, [`metrics::merge`] for several processes, the `/metrics` endpoint |
+//! | `watchdog.rs` | [`WsgiServer::timeout`]: the thread that answers `504` for a request running too long, logs its Python stack and counts the threads lost to it |
 //!
 //! # Embedding CPython
 //!
@@ -125,6 +133,7 @@ mod server;
 mod start_response;
 mod supervisor;
 mod venv;
+mod watchdog;
 
 pub use access_log::{AccessLog, AccessLogError, FormatError, DEFAULT_FORMAT};
 pub use body::FileWrapper;

@@ -8,6 +8,7 @@ use super::input::Input;
 use super::interpreter::format_exception;
 use super::observe::{Answer, Observe, Observer};
 use super::start_response::StartResponse;
+use super::watchdog::{Clock, LostThreads, Watchdog};
 use super::WsgiError;
 use super::{metrics, AccessLog};
 use crate::{Connection, MessageKind, Request, Server, Worker};
@@ -42,11 +43,15 @@ pub struct WsgiServer {
     also: Vec<Connection>,
     access_log: Option<AccessLog>,
     metrics: bool,
+    timeout: Duration,
+    max_body: Option<u64>,
+    lost: Arc<LostThreads>,
 }
 
 impl WsgiServer {
     /// A server for `app` (a callable: see [`load_app`](super::load_app)) with one thread, the
-    /// route prefix as SCRIPT_NAME, `wsgi.multiprocess` false and a 30 s shutdown deadline.
+    /// route prefix as SCRIPT_NAME, `wsgi.multiprocess` false, a 30 s shutdown deadline, no
+    /// request timeout and no body size limit.
     pub fn new(app: Py<PyAny>) -> Self {
         Self {
             app,
@@ -57,6 +62,9 @@ impl WsgiServer {
             also: Vec::new(),
             access_log: None,
             metrics: false,
+            timeout: Duration::ZERO,
+            max_body: None,
+            lost: Arc::default(),
         }
     }
 
@@ -85,6 +93,33 @@ impl WsgiServer {
     pub fn shutdown_timeout(mut self, d: Duration) -> Self {
         self.shutdown_timeout = d;
         self
+    }
+
+    /// Answers `504 Gateway Timeout` for a request whose application call, iterating its
+    /// response included, has not finished after `d` (`Duration::ZERO`, the default, never
+    /// does). A response whose headers went out already has its connection dropped instead.
+    ///
+    /// The Python stack of the thread is logged. The thread itself cannot be stopped: it is
+    /// counted as lost until the application returns, and nothing it sends after the timeout
+    /// reaches the client; then it serves again. When more than half the threads are stuck at
+    /// once, an error says that the process should be recycled. Long downloads count too: set
+    /// `d` above the longest response expected.
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = d;
+        self
+    }
+
+    /// Answers `413 Payload Too Large` to requests with a body above `bytes`, before the
+    /// application sees them (see [`Server::max_body`] for how each kind of body is measured).
+    pub fn max_body(mut self, bytes: u64) -> Self {
+        self.max_body = Some(bytes);
+        self
+    }
+
+    /// The count of threads lost to the [`timeout`](Self::timeout), for whatever recycles the
+    /// process: it is updated while [`serve`](Self::serve) runs.
+    pub(crate) fn lost_threads(&self) -> Arc<LostThreads> {
+        Arc::clone(&self.lost)
     }
 
     /// Stops serving when this flag becomes true (set it from a signal handler installed with
@@ -129,6 +164,12 @@ impl WsgiServer {
         }
         let mut env = self.env;
         env.multithread = self.threads > 1;
+        self.lost.set_threads(self.threads);
+        let watchdog = if self.timeout.is_zero() {
+            None
+        } else {
+            Some(Watchdog::spawn(self.timeout, self.threads, self.lost)?)
+        };
         let mut server = Server::new(conn)
             .workers(self.threads)
             .shutdown_timeout(self.shutdown_timeout);
@@ -137,6 +178,9 @@ impl WsgiServer {
         }
         for conn in self.also {
             server = server.also(conn);
+        }
+        if let Some(bytes) = self.max_body {
+            server = server.max_body(bytes);
         }
         if self.metrics {
             metrics::watch_server(server.stats());
@@ -147,8 +191,12 @@ impl WsgiServer {
             app: self.app,
             env,
             observe,
+            watchdog: watchdog.clone(),
         });
         let served = server.serve_with(move |worker| run_worker(&shared, worker));
+        if let Some(w) = watchdog {
+            w.stop();
+        }
         if let Some(log) = log {
             log.flush();
         }
@@ -161,6 +209,7 @@ struct Shared {
     app: Py<PyAny>,
     env: EnvironConfig,
     observe: Option<Observe>,
+    watchdog: Option<Arc<Watchdog>>,
 }
 
 fn run_worker(shared: &Shared, mut worker: Worker) {
@@ -187,6 +236,15 @@ fn run_worker(shared: &Shared, mut worker: Worker) {
         };
         let app = shared.app.bind(py);
         let mut obs = shared.observe.as_ref().map(Observe::thread);
+        let clock = shared.watchdog.as_ref().map(|w| {
+            // The key of this thread's frames in `sys._current_frames()`.
+            let ident = py
+                .import("threading")
+                .and_then(|t| t.call_method0("get_ident"))
+                .and_then(|i| i.extract::<u64>())
+                .ok();
+            w.clock(index, ident)
+        });
         loop {
             // The GIL is released while waiting for work, and while the last request's log
             // line and counters are written.
@@ -209,7 +267,10 @@ fn run_worker(shared: &Shared, mut worker: Worker) {
                     shared,
                     &template,
                     app,
-                    flusher.as_ref(),
+                    Helpers {
+                        flusher: flusher.as_ref(),
+                        clock: clock.as_ref(),
+                    },
                     req,
                     obs.as_mut(),
                 )
@@ -233,7 +294,8 @@ fn run_worker(shared: &Shared, mut worker: Worker) {
 
 /// `METHOD /path` for log lines (no query string: it may hold secrets). Formatted only when
 /// a line is logged.
-struct Label {
+#[derive(Debug, Clone)]
+pub(super) struct Label {
     method: Option<http::Method>,
     path: bytes::Bytes,
 }
@@ -258,12 +320,20 @@ impl std::fmt::Display for Label {
     }
 }
 
+/// A worker thread's helpers for one request: the thread that flushes paused generators, and
+/// the watchdog's clock (with `--timeout`).
+#[derive(Clone, Copy)]
+struct Helpers<'a> {
+    flusher: Option<&'a Arc<Flusher>>,
+    clock: Option<&'a Clock>,
+}
+
 fn handle(
     py: Python<'_>,
     shared: &Shared,
     template: &Template,
     app: &Bound<'_, PyAny>,
-    flusher: Option<&Arc<Flusher>>,
+    helpers: Helpers<'_>,
     req: Request,
     obs: Option<&mut Observer<'_>>,
 ) -> Answer {
@@ -306,6 +376,8 @@ fn handle(
         }
     };
     let environ = template.build(py, &shared.env, &req, body_len, input);
+    let Helpers { flusher, clock } = helpers;
+    let responder = clock.map(|_| req.responder());
     let ex = Exchange::new(req, flusher.cloned());
     if obs.as_ref().is_some_and(|o| o.needs_response_headers()) {
         ex.keep_response_headers();
@@ -336,6 +408,8 @@ fn handle(
             return Answer::Exchange(ex);
         }
     };
+    // The timeout covers the application's call, the iteration of its response and close().
+    let timed = clock.zip(responder).map(|(c, r)| c.start(r, what.clone()));
     let outcome = match app.call1((environ, start_response)) {
         Err(e) => Err((Failure::App(e), None)),
         Ok(result) => {
@@ -360,8 +434,12 @@ fn handle(
             }
         }
     };
+    // Past the timeout the request was answered already: that its late writes fail is expected.
+    let late = timed.as_ref().is_some_and(|t| t.timed_out());
     if let Err((failure, close_err)) = outcome {
-        report(py, &what, &ex, failure);
+        if !(late && matches!(failure, Failure::Gone | Failure::Send(_))) {
+            report(py, &what, &ex, failure);
+        }
         if let Some(e) = close_err {
             tracing::error!(
                 "{what}: close() of the response raised:\n{}",
@@ -369,6 +447,9 @@ fn handle(
             );
         }
         py.detach(|| ex.fail());
+    }
+    if let Some(t) = timed {
+        py.detach(|| t.end());
     }
     template.flush_errors(py);
     if let (Some(o), Some(env)) = (obs, environ_seen) {

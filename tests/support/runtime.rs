@@ -20,9 +20,24 @@ impl InProcess {
     where
         F: Fn(Request) + Send + Sync + 'static,
     {
-        let server = Server::new(conn.clone())
-            .workers(workers)
-            .shutdown_timeout(Duration::from_secs(5));
+        Self::start_with(conn, workers, |s| s, handler)
+    }
+
+    /// Like [`start`](Self::start), with the [`Server`] set up by `configure` first.
+    pub fn start_with<F>(
+        conn: Connection,
+        workers: usize,
+        configure: impl FnOnce(Server) -> Server,
+        handler: F,
+    ) -> InProcess
+    where
+        F: Fn(Request) + Send + Sync + 'static,
+    {
+        let server = configure(
+            Server::new(conn.clone())
+                .workers(workers)
+                .shutdown_timeout(Duration::from_secs(5)),
+        );
         let handle = server.shutdown_handle();
         let thread = std::thread::spawn(move || server.serve(handler));
         InProcess {

@@ -318,3 +318,55 @@ fn access_log_and_metrics_options() {
         assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(var), "{id}");
     }
 }
+
+#[test]
+fn timeout_option() {
+    let o = parse(&["a", "tcp://x:1"]).unwrap();
+    assert_eq!(o.timeout, Duration::ZERO, "off by default");
+    let o = parse(&["--timeout=2.5", "a", "tcp://x:1"]).unwrap();
+    assert_eq!(o.timeout, Duration::from_millis(2500));
+    let e = parse(&["--timeout=-1", "a", "tcp://x:1"]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ValueValidation, "{e}");
+    assert_eq!(env_var("timeout").as_deref(), Some("M2WSGI_TIMEOUT"));
+}
+
+#[test]
+fn max_body_option() {
+    let o = parse(&["a", "tcp://x:1"]).unwrap();
+    assert_eq!(o.max_body, None, "no limit by default");
+    let o = parse(&["--max-body", "10M", "a", "tcp://x:1"]).unwrap();
+    assert_eq!(o.max_body, Some(10 << 20));
+    for (text, bytes) in [
+        ("0", 0),
+        ("4096", 4096),
+        ("1k", 1024),
+        ("2KiB", 2048),
+        ("3mb", 3 << 20),
+        ("1G", 1 << 30),
+    ] {
+        assert_eq!(parse_bytes(text), Ok(bytes), "{text}");
+    }
+    for bad in [
+        "",
+        "-1",
+        "1.5M",
+        "10X",
+        "M",
+        "99999999999999999999",
+        "20000000000G",
+    ] {
+        assert!(parse_bytes(bad).is_err(), "{bad:?}");
+    }
+    let e = parse(&["--max-body=lots", "a", "tcp://x:1"]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ValueValidation, "{e}");
+    assert_eq!(env_var("max_body").as_deref(), Some("M2WSGI_MAX_BODY"));
+}
+
+/// The environment variable option `id` defaults from.
+fn env_var(id: &str) -> Option<String> {
+    Args::command()
+        .get_arguments()
+        .find(|a| a.get_id() == id)
+        .and_then(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+}
