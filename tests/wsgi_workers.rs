@@ -425,3 +425,59 @@ fn the_supervisor_serves_every_workers_metrics() {
     sup.signal("TERM");
     assert!(sup.wait_exit(T).expect("did not exit").success());
 }
+
+/// `--timeout` under a supervisor: the request past it gets 504; the worker whose only thread
+/// is stuck asks to be replaced, and its replacement serves the next request at once.
+#[test]
+fn a_worker_with_stuck_threads_is_replaced() {
+    let m2 = mongrel2();
+    let mut sup = m2wsgi(
+        &[
+            "workers_app",
+            m2.send_spec("app"),
+            m2.recv_spec("app"),
+            "--workers",
+            "1",
+            "--num-threads",
+            "1",
+            "--timeout",
+            "1",
+            "--shutdown-timeout",
+            "2",
+        ],
+        &[],
+        false,
+    );
+    assert!(
+        sup.wait_for_log("all 1 workers serving", T),
+        "{}",
+        sup.log()
+    );
+    let t = Instant::now();
+    let out = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &m2.url("/app/sleep?t=4"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "504");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert!(
+        sup.wait_for_log("recycling worker w1 (timeout)", T),
+        "{}",
+        sup.log()
+    );
+    assert!(sup.wait_for_log("worker w2 (pid", T), "{}", sup.log());
+    let out = curl(&["-s", "-m", "5", &m2.url("/app/hello")]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Hello, world!",
+        "{}",
+        sup.log()
+    );
+    sup.signal("TERM");
+    assert!(sup.wait_exit(T).expect("did not exit").success());
+    assert!(sup.log().contains("1 for stuck threads"), "{}", sup.log());
+}

@@ -904,7 +904,7 @@ fn observability(
         }
     };
     let supervised = std::env::var_os(super::supervisor::WORKER_ENV)
-        .zip(std::env::var_os(super::supervisor::METRICS_DIR_ENV));
+        .zip(std::env::var_os(super::supervisor::RUN_DIR_ENV));
     let endpoint = match (&a.metrics, supervised) {
         (None, _) => None,
         // A worker of a supervisor: a private endpoint, its address where the supervisor

@@ -303,7 +303,6 @@ pub(crate) fn count_disconnect() {
 
 /// A request ran past its time limit: call this where the limit is enforced (whatever happens
 /// to the request then).
-#[allow(dead_code)] // called by the request time limit
 pub(crate) fn count_timeout() {
     METRICS.timeouts.fetch_add(1, Ordering::Relaxed);
 }

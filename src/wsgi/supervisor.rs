@@ -15,8 +15,9 @@
 //!   stops it at once (the application does not load). The device closes the client
 //!   connections a dead worker held.
 //! - **Recycling**: `--max-requests` (plus a random `--max-requests-jitter` per worker),
-//!   `--max-rss` (sampled every second), `--lifetime` (plus `--lifetime-jitter`). Each is logged
-//!   with its cause and counted.
+//!   `--max-rss` (sampled every second), `--lifetime` (plus `--lifetime-jitter`), and a worker
+//!   with more than half its threads stuck past `--timeout` (it asks, through the run
+//!   directory). Each is logged with its cause and counted.
 //! - **Reload**: SIGHUP replaces every worker (fresh processes: new application code), and so
 //!   does a change to a `.py` file under the working directory or a `--pythonpath` directory
 //!   with `--reload` (for development).
@@ -70,9 +71,10 @@ pub(super) struct Plan {
     pub(super) forward_usr1: bool,
 }
 
-/// The environment variable naming the directory where a worker writes the address of its
-/// private metrics endpoint (a file named after its id), for the supervisor to scrape.
-pub(super) const METRICS_DIR_ENV: &str = "M2WSGI_METRICS_DIR";
+/// The environment variable naming the supervisor's run directory, where a worker writes the
+/// address of its private metrics endpoint (a file named after its id, with `--metrics`) and
+/// asks to be recycled (`<id>.recycle`, with `--timeout`, when most of its threads are stuck).
+pub(super) const RUN_DIR_ENV: &str = "M2WSGI_RUN_DIR";
 
 /// How to start a worker: this program with these arguments (the supervisor's own command
 /// line; the worker role comes from [`WORKER_ENV`] and `M2WSGI_DEVICE`).
@@ -94,6 +96,7 @@ enum Cause {
     MaxRss,
     Lifetime,
     Reload,
+    Timeout,
 }
 
 impl Cause {
@@ -103,6 +106,7 @@ impl Cause {
             Cause::MaxRss => "max-rss",
             Cause::Lifetime => "lifetime",
             Cause::Reload => "reload",
+            Cause::Timeout => "timeout",
         }
     }
 }
@@ -145,10 +149,10 @@ struct Supervisor<'p> {
     quick_deaths: u32,
     /// Whether the first workers all served yet.
     booted: bool,
-    recycles: [u64; 4],
+    recycles: [u64; 5],
     crashes: u64,
-    /// Where the workers' metrics addresses are (with `--metrics`).
-    metrics_dir: Option<std::path::PathBuf>,
+    /// The run directory (see [`RUN_DIR_ENV`]).
+    run_dir: std::path::PathBuf,
 }
 
 /// Runs the supervisor until SIGINT/SIGTERM (`stop`); SIGHUP (`reload`) replaces every worker.
@@ -165,17 +169,12 @@ pub(super) fn supervise(
     reload: &Arc<AtomicBool>,
     usr1: &Arc<AtomicBool>,
 ) -> Result<(), String> {
-    let metrics_dir = plan
-        .metrics
-        .as_ref()
-        .map(|_| std::env::temp_dir().join(format!("m2wsgi-{}-metrics", std::process::id())));
-    if let Some(dir) = &metrics_dir {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("--metrics: cannot create {}: {e}", dir.display()))?;
-    }
-    let _endpoint = match (&plan.metrics, &metrics_dir) {
-        (Some(addr), Some(dir)) => {
-            let dir = dir.clone();
+    let run_dir = std::env::temp_dir().join(format!("m2wsgi-{}", std::process::id()));
+    std::fs::create_dir_all(&run_dir)
+        .map_err(|e| format!("cannot create the run directory {}: {e}", run_dir.display()))?;
+    let _endpoint = match &plan.metrics {
+        Some(addr) => {
+            let dir = run_dir.clone();
             let l = super::metrics::Listener::bind(addr.as_str(), move || scrape_all(&dir))
                 .map_err(|e| format!("--metrics {addr}: {e}"))?;
             tracing::info!(
@@ -217,9 +216,9 @@ pub(super) fn supervise(
         respawns: VecDeque::new(),
         quick_deaths: 0,
         booted: false,
-        recycles: [0; 4],
+        recycles: [0; 5],
         crashes: 0,
-        metrics_dir,
+        run_dir,
     };
     let result = sup.run(&status, stop, reload, usr1);
     sup.shutdown();
@@ -229,17 +228,16 @@ pub(super) fn supervise(
         Ok(Err(e)) => tracing::error!("the device stopped: {e}"),
         Err(_) => tracing::error!("the device thread panicked"),
     }
-    if let Some(dir) = &sup.metrics_dir {
-        let _ = std::fs::remove_dir_all(dir);
-    }
+    let _ = std::fs::remove_dir_all(&sup.run_dir);
     tracing::info!(
         "supervisor stopped: {} crash(es); recycled {} for max-requests, {} for max-rss, {} for \
-         lifetime, {} for reload",
+         lifetime, {} for reload, {} for stuck threads",
         sup.crashes,
         sup.recycles[0],
         sup.recycles[1],
         sup.recycles[2],
-        sup.recycles[3]
+        sup.recycles[3],
+        sup.recycles[4]
     );
     result
 }
@@ -292,9 +290,7 @@ impl Supervisor<'_> {
             .arg0(format!("m2wsgi: worker {id} {}", self.cmd.title))
             .env(WORKER_ENV, &id)
             .env("M2WSGI_DEVICE", &device);
-        if let Some(dir) = &self.metrics_dir {
-            command.env(METRICS_DIR_ENV, dir);
-        }
+        command.env(RUN_DIR_ENV, &self.run_dir);
         if let Some(gid) = self.cmd.gid {
             command.gid(gid);
         }
@@ -375,9 +371,8 @@ impl Supervisor<'_> {
                 continue;
             };
             let w = self.workers.remove(i);
-            if let Some(dir) = &self.metrics_dir {
-                let _ = std::fs::remove_file(dir.join(w.id()));
-            }
+            let _ = std::fs::remove_file(self.run_dir.join(w.id()));
+            let _ = std::fs::remove_file(self.run_dir.join(format!("{}.recycle", w.id())));
             if w.stopping {
                 tracing::info!("worker {} left ({st})", w.id());
                 continue;
@@ -457,6 +452,7 @@ impl Supervisor<'_> {
                         Cause::MaxRss => super::metrics::RestartCause::Memory,
                         Cause::Lifetime => super::metrics::RestartCause::Lifetime,
                         Cause::Reload => super::metrics::RestartCause::Reload,
+                        Cause::Timeout => super::metrics::RestartCause::Timeout,
                     });
                 }
                 terminate(&mut o.child);
@@ -480,7 +476,10 @@ impl Supervisor<'_> {
             }
             let id = w.id();
             let requests = status.worker(id.as_bytes()).map_or(0, |s| s.requests);
-            if w.request_limit.is_some_and(|l| requests >= l) {
+            let asked = self.run_dir.join(format!("{id}.recycle"));
+            if std::fs::remove_file(&asked).is_ok() {
+                due.push((w.serial, Cause::Timeout));
+            } else if w.request_limit.is_some_and(|l| requests >= l) {
                 due.push((w.serial, Cause::MaxRequests));
             } else if w.retire_at.is_some_and(|t| now >= t) {
                 due.push((w.serial, Cause::Lifetime));
@@ -652,6 +651,17 @@ fn lookup(name: &str, file: &str, what: &str) -> Result<(u32, Option<u32>), Stri
         Ok(id) => Ok((id, None)),
         Err(_) => Err(format!("no {what} {name:?} in {file}")),
     }
+}
+
+/// In a worker of a supervisor: asks to be replaced (most of its threads are stuck in requests
+/// past `--timeout`). Returns whether there is a supervisor to ask.
+pub(super) fn request_recycle() -> bool {
+    let (Some(id), Some(dir)) = (std::env::var_os(WORKER_ENV), std::env::var_os(RUN_DIR_ENV))
+    else {
+        return false;
+    };
+    let file = std::path::Path::new(&dir).join(format!("{}.recycle", id.to_string_lossy()));
+    std::fs::write(file, b"stuck threads\n").is_ok()
 }
 
 /// In a worker: sets `stop` when the supervisor that started it is gone (the worker then

@@ -231,6 +231,7 @@ impl Watchdog {
             None => "(unknown: the thread's Python id could not be read)".into(),
         };
         let threads = self.lost.threads();
+        super::metrics::count_timeout();
         tracing::error!(
             "{}: the application is still running after {:.1?} (timeout {:?}): {answer}; \
              thread {name} is lost until the application returns (Python threads cannot be \
@@ -243,12 +244,21 @@ impl Watchdog {
             stack.trim_end()
         );
         if self.lost.should_recycle() {
-            tracing::error!(
-                "{} of {threads} worker thread(s) are stuck in requests past the timeout: this \
-                 process should be recycled (restart it; stuck Python threads cannot be stopped \
-                 any other way)",
-                self.lost.stuck()
-            );
+            if super::supervisor::request_recycle() {
+                tracing::error!(
+                    "{} of {threads} worker thread(s) are stuck in requests past the timeout: \
+                     asked the supervisor to replace this worker",
+                    self.lost.stuck()
+                );
+            } else {
+                tracing::error!(
+                    "{} of {threads} worker thread(s) are stuck in requests past the timeout: \
+                     this process should be recycled (restart it, or run m2wsgi with \
+                     --workers, which replaces such a worker; stuck Python threads cannot be \
+                     stopped any other way)",
+                    self.lost.stuck()
+                );
+            }
         }
     }
 

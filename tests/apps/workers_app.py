@@ -7,6 +7,10 @@ def application(environ, start_response):
     path = environ.get("PATH_INFO", "/")
     if path.endswith("/crash"):
         os._exit(3)
+    if path.endswith("/sleep"):
+        import time
+
+        time.sleep(float(environ.get("QUERY_STRING", "t=1").partition("=")[2] or 1))
     if path.endswith("/pid"):
         body = str(os.getpid()).encode()
     elif "/echo/" in path:
