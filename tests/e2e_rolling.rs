@@ -129,7 +129,7 @@ fn rolling(kind: Kind, behind_device: bool, procs: usize, rate: u32, restarts: u
         assert!(device.wait_for_log("taking requests from Mongrel2", T));
     }
     let clients = ((rate / 100) as usize).clamp(2, 8);
-    let budget = Duration::from_secs(30 + restarts as u64 * 5);
+    let budget = Duration::from_secs(30 + restarts as u64 * 10);
     let load = Load::start(
         setup.m2.addr(),
         "/hello",
@@ -139,8 +139,13 @@ fn rolling(kind: Kind, behind_device: bool, procs: usize, rate: u32, restarts: u
         u64::from(rate) * budget.as_secs(),
         budget,
     );
-    // Between restarts, let a quarter of a second's worth of requests through (at least 5).
-    let step = u64::from(rate / 4).max(5);
+    // Between restarts, let ROLLING_INTERVAL_MS (default 250) worth of requests through (at
+    // least 5).
+    let interval_ms: u64 = std::env::var("ROLLING_INTERVAL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(250);
+    let step = (u64::from(rate) * interval_ms / 1000).max(5);
     assert!(wait_until(T, || load.answered() >= step), "no answers");
     let mut drains = Vec::new();
     for r in 0..restarts {
