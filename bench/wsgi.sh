@@ -15,13 +15,19 @@
 #   too (in .bench/baseline) and measured in the same rounds as base-m2wsgi-N and base-rust-N,
 #   so a change is judged against its parent in one run.
 #
+#   With --workers, the process model: workers-m2wsgi-2 (m2wsgi --workers 2 --num-threads 1: a
+#   supervisor and two processes behind its device) against m2wsgi-2 (one process, 2 threads)
+#   and granian-2 (granian --workers 2 --interface wsgi, from PyPI into .bench/granian-venv,
+#   serving HTTP itself: no Mongrel2 in its path), with per-round ratios. CPU per request
+#   counts every process of the peer (supervisor and workers).
+#
 #   With --observe, m2wsgi also runs as log-m2wsgi-N (--access-log /dev/null, the default
 #   format) and metrics-m2wsgi-N (--metrics on a loopback port, scraped once after the run),
 #   measured in the same rounds, with their per-round ratios to m2wsgi-N: the cost of the
 #   access log and of the metrics.
 #
 # Usage: bench/wsgi.sh [--rounds N] [--duration SECS] [--connections C] [--no-seed] [--no-memory]
-#                      [--baseline REV] [--observe]
+#                      [--baseline REV] [--observe] [--workers]
 # Goals: m2wsgi >= 3x the best of the Python m2wsgi 0.5.2, >= 0.7x raw Rust; peak RSS <= 64 MiB.
 set -euo pipefail
 
@@ -33,6 +39,7 @@ SEED=1
 MEMORY=1
 BASELINE=""
 OBSERVE=0
+WORKERS=0
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --rounds) ROUNDS="$2"; shift 2 ;;
@@ -42,7 +49,8 @@ while [[ $# -gt 0 ]]; do
         --no-memory) MEMORY=0; shift ;;
         --baseline) BASELINE="$2"; shift 2 ;;
         --observe) OBSERVE=1; shift ;;
-        -h|--help) sed -n '2,25p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        --workers) WORKERS=1; shift ;;
+        -h|--help) sed -n '2,31p' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) echo "wsgi.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -72,6 +80,12 @@ if [[ -n "$BASELINE" ]]; then
     BASE_M2WSGI="$REPO/.bench/baseline/target/release/m2wsgi"
     BASE_HELLO="$REPO/.bench/baseline/target/release/examples/hello"
 fi
+GRANIAN="$REPO/.bench/granian-venv/bin/granian"
+if [[ "$WORKERS" -eq 1 && ! -x "$GRANIAN" ]]; then
+    say "installing granian from PyPI into .bench/granian-venv"
+    "$PYO3_PYTHON" -m venv "$REPO/.bench/granian-venv"
+    "$REPO/.bench/granian-venv/bin/pip" install -q granian >&2
+fi
 SEED_PY="$REPO/.bench/seed/venv/bin/python"
 if [[ "$SEED" -eq 1 && ! -x "$SEED_PY" ]]; then
     say "setting up the Python m2wsgi 0.5.2 (bench/seed/setup.sh)"
@@ -92,6 +106,7 @@ mkdir -p "$WORK"/{logs,run,tmp}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 SEND_PORT="$(free_port)"; RECV_PORT="$(free_port)"; HTTP_PORT="$(free_port)"
 METRICS_PORT="$(free_port)"
+GRANIAN_PORT="$(free_port)"
 SEND="tcp://127.0.0.1:$SEND_PORT"
 RECV="tcp://127.0.0.1:$RECV_PORT"
 URL="http://127.0.0.1:$HTTP_PORT/"
@@ -134,8 +149,14 @@ stop_m2() {
 }
 
 start_handler() { # name
-    local name="$1" n="${1##*-}"
+    local name="$1" n="${1##*-}" url="$URL"
     case "$name" in
+        workers-m2wsgi-*) env -u VIRTUAL_ENV "$M2WSGI" --pythonpath "$REPO/bench/seed" --workers "$n" \
+                    --num-threads 1 --log-level warn hello:app "$SEND" "$RECV" >"$WORK/h.out" 2>&1 & ;;
+        granian-*) url="http://127.0.0.1:$GRANIAN_PORT/"
+                   (cd "$REPO/bench/seed" && exec "$GRANIAN" --interface wsgi --workers "$n" \
+                    --host 127.0.0.1 --port "$GRANIAN_PORT" --log-level warning hello:app) \
+                    >"$WORK/h.out" 2>&1 & ;;
         seed-*) (cd "$REPO/bench/seed" && exec "$SEED_PY" launcher.py --num-threads="$n" hello.app "$SEND" "$RECV") \
                     >"$WORK/h.out" 2>&1 & ;;
         m2wsgi-*) env -u VIRTUAL_ENV "$M2WSGI" --pythonpath "$REPO/bench/seed" --num-threads "$n" \
@@ -155,7 +176,7 @@ start_handler() { # name
     esac
     HPID=$!
     for _ in $(seq 200); do
-        if [[ "$(curl -s --max-time 2 "$URL")" == "Hello, world!" ]]; then return 0; fi
+        if [[ "$(curl -s --max-time 2 "$url")" == "Hello, world!" ]]; then return 0; fi
         kill -0 "$HPID" 2>/dev/null || die "$name exited: $(tail -5 "$WORK/h.out")"
         sleep 0.05
     done
@@ -171,15 +192,23 @@ stop_handler() {
     HPID=""
 }
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# A process's CPU ticks (user + system), its children's included (the workers of a supervisor).
+cpu_ticks() {
+    local total=0 p
+    for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
 
 measure() { # name -> prints "req/s cpu-us-per-request"
-    local name="$1" out rps reqs t0 t1
+    local name="$1" out rps reqs t0 t1 url="$URL"
+    [[ "$name" == granian-* ]] && url="http://127.0.0.1:$GRANIAN_PORT/"
     start_m2
     start_handler "$name"
-    wrk -t1 -c"$CONNS" -d2s "$URL" >/dev/null 2>&1 || true   # warm-up
+    wrk -t1 -c"$CONNS" -d2s "$url" >/dev/null 2>&1 || true   # warm-up
     t0="$(cpu_ticks "$HPID")"
-    out="$(wrk -t1 -c"$CONNS" -d"${DURATION}s" "$URL" 2>&1)"
+    out="$(wrk -t1 -c"$CONNS" -d"${DURATION}s" "$url" 2>&1)"
     t1="$(cpu_ticks "$HPID")"
     if [[ "$name" == metrics-* ]]; then
         # The counters saw the run: one scrape, checked, outside the measured time.
@@ -205,12 +234,13 @@ PEERS=(m2wsgi-1 rust-1 m2wsgi-4 rust-4)
 [[ "$SEED" -eq 1 ]] && PEERS=(seed-1 seed-4 "${PEERS[@]}")
 [[ -n "$BASELINE" ]] && PEERS+=(base-m2wsgi-1 base-rust-1 base-m2wsgi-4 base-rust-4)
 [[ "$OBSERVE" -eq 1 ]] && PEERS+=(log-m2wsgi-1 metrics-m2wsgi-1 log-m2wsgi-4 metrics-m2wsgi-4)
+[[ "$WORKERS" -eq 1 ]] && PEERS+=(m2wsgi-2 workers-m2wsgi-2 granian-2)
 declare -A RESULTS
 write_config 0
 say "hello world: ${#PEERS[@]} peers x $ROUNDS rounds, wrk -t1 -c$CONNS -d${DURATION}s, $(nproc) cores"
 declare -A CPU ROUND
 RATIO_RUST1=""; RATIO_RUST4=""; RATIO_SEED=""
-declare -A RATIO_BASE RATIO_OBS
+declare -A RATIO_BASE RATIO_OBS RATIO_W
 for round in $(seq "$ROUNDS"); do
     for p in "${PEERS[@]}"; do
         read -r r c <<<"$(measure "$p")"
@@ -229,6 +259,10 @@ for round in $(seq "$ROUNDS"); do
         for q in log-m2wsgi-1 metrics-m2wsgi-1 log-m2wsgi-4 metrics-m2wsgi-4; do
             RATIO_OBS[$q]+="$(awk -v a="${ROUND[$q]}" -v b="${ROUND[${q#*-}]}" 'BEGIN {printf "%.4f", a / b}') "
         done
+    fi
+    if [[ "$WORKERS" -eq 1 ]]; then
+        RATIO_W[one]+="$(awk -v a="${ROUND[workers-m2wsgi-2]}" -v b="${ROUND[m2wsgi-2]}" 'BEGIN {printf "%.4f", a / b}') "
+        RATIO_W[granian]+="$(awk -v a="${ROUND[workers-m2wsgi-2]}" -v b="${ROUND[granian-2]}" 'BEGIN {printf "%.4f", a / b}') "
     fi
     RATIO_RUST1+="$(awk -v a="${ROUND[m2wsgi-1]}" -v b="${ROUND[rust-1]}" 'BEGIN {printf "%.4f", a / b}') "
     RATIO_RUST4+="$(awk -v a="${ROUND[m2wsgi-4]}" -v b="${ROUND[rust-4]}" 'BEGIN {printf "%.4f", a / b}') "
@@ -268,6 +302,10 @@ if [[ "$OBSERVE" -eq 1 ]]; then
         printf '%-26s %sx | %sx   (goal >= 0.97)\n' "$q / ${q#*-}:" \
             "$(ratio "${MED[$q]}" "${MED[${q#*-}]}")" "$(med_ratio "${RATIO_OBS[$q]}")"
     done
+fi
+if [[ "$WORKERS" -eq 1 ]]; then
+    echo "workers-m2wsgi-2 / m2wsgi-2:  $(ratio "${MED[workers-m2wsgi-2]}" "${MED[m2wsgi-2]}")x | $(med_ratio "${RATIO_W[one]}")x   (2 processes x 1 thread / 1 process x 2 threads)"
+    echo "workers-m2wsgi-2 / granian-2: $(ratio "${MED[workers-m2wsgi-2]}" "${MED[granian-2]}")x | $(med_ratio "${RATIO_W[granian]}")x   (granian serves HTTP itself)"
 fi
 echo "($(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
 

@@ -19,10 +19,16 @@ use std::time::{Duration, Instant};
 /// flag): the first step of a drain waits at most this long.
 pub(crate) const POLL: Duration = Duration::from_millis(25);
 /// How often forgotten connection state is swept.
-const SWEEP_EVERY: Duration = Duration::from_secs(10);
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// Connection state untouched this long, with nothing in flight, is forgotten (for clients whose
 /// disconnect notice never came).
 const IDLE_STATE: Duration = Duration::from_secs(600);
+/// Connection state that holds nothing a later message needs (no request in flight, no async
+/// upload under way, the download window full again) is forgotten after this long idle: the
+/// next message on the connection starts afresh. Mongrel2 sends no disconnect notice for a
+/// client that leaves while it writes a response, so without this a busy server would keep the
+/// state of every such connection for [`IDLE_STATE`].
+const SETTLED_IDLE: Duration = Duration::from_secs(5);
 
 /// Reads from Mongrel2 and routes; see the module docs.
 pub(crate) struct Dispatcher {
@@ -145,9 +151,14 @@ impl Dispatcher {
         self.last_sweep = Instant::now();
         self.states.retain(|_, st| {
             let g = st.lock();
+            let settled = g.pending.is_empty()
+                && g.upload_start.is_none()
+                && g.upload_refused.is_none()
+                && g.credits.is_none_or(|c| c >= MAX_CREDITS);
+            let keep_for = if settled { SETTLED_IDLE } else { IDLE_STATE };
             Arc::strong_count(st) > 1
                 || g.busy
-                || g.last_seen.is_some_and(|t| t.elapsed() < IDLE_STATE)
+                || g.last_seen.is_some_and(|t| t.elapsed() < keep_for)
         });
     }
 
