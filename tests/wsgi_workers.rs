@@ -41,6 +41,29 @@ fn worker_pids(log: &str) -> Vec<u32> {
         .collect()
 }
 
+/// `GET /app/hello` answers "Hello, world!".
+fn assert_hello(m2: &Mongrel2) {
+    let out = curl(&["-s", "-m", "5", &m2.url("/app/hello")]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello, world!");
+}
+
+/// SIGTERM, and the process exits 0.
+fn stop_ok(p: &mut Proc) {
+    p.signal("TERM");
+    let st = p.wait_exit(T).expect("did not exit");
+    assert!(st.success(), "{st}:\n{}", p.log());
+}
+
+/// SIGKILL to a process the test did not start.
+fn kill9(pid: u32) {
+    let mut killer = Proc::spawn(
+        std::path::Path::new("/bin/kill"),
+        &["-KILL", &pid.to_string()],
+        &[],
+    );
+    killer.wait_exit(T);
+}
+
 fn alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -67,20 +90,18 @@ fn workers_serve_a_dead_one_is_replaced_and_sigterm_drains_all() {
     }
     assert!(seen.len() == 2, "answered by {seen:?}, workers {pids:?}");
 
-    // A worker killed is replaced; requests keep being answered.
-    let mut killer = Proc::spawn(
-        std::path::Path::new("/bin/kill"),
-        &["-KILL", &pids[0].to_string()],
-        &[],
-    );
-    killer.wait_exit(T);
+    // A worker killed is replaced; requests keep being answered, by the survivor at once and by
+    // the replacement within 2 s.
+    let killed = Instant::now();
+    kill9(pids[0]);
     assert!(sup.wait_for_log("died (signal: 9", T), "{}", sup.log());
+    // "worker w3 (pid N) serving": the replacement's first line after "started".
     assert!(sup.wait_for_log("worker w3 (pid", T), "{}", sup.log());
+    assert!(sup.log().contains(") serving"), "{}", sup.log());
+    let respawned = killed.elapsed();
     assert!(
-        wait_until(T, || sup.log().contains("worker w3 (pid")
-            && sup.log().matches(" serving").count() >= 3),
-        "{}",
-        sup.log()
+        respawned < Duration::from_secs(2),
+        "the replacement served {respawned:?} after the kill"
     );
     for _ in 0..10 {
         let out = curl(&["-s", &m2.url("/app/hello")]);
@@ -283,10 +304,8 @@ fn a_config_file_is_checked_printed_and_served() {
         "{}",
         sup.log()
     );
-    let out = curl(&["-s", &m2.url("/app/hello")]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello, world!");
-    sup.signal("TERM");
-    assert!(sup.wait_exit(T).expect("did not exit").success());
+    assert_hello(&m2);
+    stop_ok(&mut sup);
 }
 
 /// Two Mongrel2 servers feed one m2wsgi (`--also`): both number their clients from 1, so the
@@ -364,10 +383,8 @@ fn workers_run_as_the_given_user_with_a_title() {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     let title = String::from_utf8_lossy(cmdline.split(|b| *b == 0).next().unwrap()).into_owned();
     assert_eq!(title, "m2wsgi: worker w1 workers_app");
-    let out = curl(&["-s", &m2.url("/app/hello")]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello, world!");
-    sup.signal("TERM");
-    assert!(sup.wait_exit(T).expect("did not exit").success());
+    assert_hello(&m2);
+    stop_ok(&mut sup);
 }
 
 /// `--workers 2 --metrics ADDR`: the supervisor's endpoint merges both workers' samples (each
@@ -410,20 +427,14 @@ fn the_supervisor_serves_every_workers_metrics() {
         "{text}"
     );
     let pid = worker_pids(&sup.log())[0];
-    let mut killer = Proc::spawn(
-        std::path::Path::new("/bin/kill"),
-        &["-KILL", &pid.to_string()],
-        &[],
-    );
-    killer.wait_exit(T);
+    kill9(pid);
     assert!(
         wait_until(T, || scrape()
             .contains("m2wsgi_worker_restarts_total{cause=\"crash\"} 1")),
         "{}",
         scrape()
     );
-    sup.signal("TERM");
-    assert!(sup.wait_exit(T).expect("did not exit").success());
+    stop_ok(&mut sup);
 }
 
 /// `--timeout` under a supervisor: the request past it gets 504; the worker whose only thread
@@ -477,7 +488,43 @@ fn a_worker_with_stuck_threads_is_replaced() {
         "{}",
         sup.log()
     );
-    sup.signal("TERM");
-    assert!(sup.wait_exit(T).expect("did not exit").success());
+    stop_ok(&mut sup);
     assert!(sup.log().contains("1 for stuck threads"), "{}", sup.log());
+}
+
+/// `--lifetime` and `--max-rss` recycle workers under load without losing a request (a
+/// 1 MiB limit that every Python process passes: each worker is replaced once it has served
+/// for a second).
+#[test]
+fn lifetime_and_max_rss_recycle_workers_without_losing_a_request() {
+    for extra in [["--lifetime", "1"], ["--max-rss", "1"]] {
+        let m2 = mongrel2();
+        let mut args = vec!["--workers", "2"];
+        args.extend(extra);
+        let mut sup = start(&m2, &args);
+        assert!(
+            sup.wait_for_log("all 2 workers serving", T),
+            "{}",
+            sup.log()
+        );
+        let load = Load::start(m2.addr(), "/app/hello", "Hello, world!", 300, 3, 3000, T);
+        let cause = if extra[0] == "--lifetime" {
+            "(lifetime)"
+        } else {
+            "(max-rss)"
+        };
+        assert!(
+            wait_until(T, || sup.log().matches(cause).count() >= 2
+                && sup.log().contains(" left (")),
+            "{}",
+            sup.log()
+        );
+        let at = load.answered();
+        assert!(wait_until(T, || load.answered() >= at + 100));
+        let report = load.finish();
+        eprintln!("{extra:?} under load: {}", report.summary());
+        assert_eq!(report.failed(), 0, "{:?}\n{}", report.failures, sup.log());
+        sup.signal("TERM");
+        assert!(sup.wait_exit(T).expect("did not exit").success());
+    }
 }

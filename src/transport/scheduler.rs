@@ -73,6 +73,19 @@ struct WorkerInfo {
 }
 
 impl WorkerInfo {
+    /// A worker first heard from at `now`.
+    fn new(now: Instant, leaving: bool) -> Self {
+        Self {
+            free: 0,
+            seen: 0,
+            assigned: 0,
+            last_assigned: 0,
+            last_heard: now,
+            leaving,
+            requests: 0,
+        }
+    }
+
     fn estimate(&self) -> i64 {
         self.free - (self.assigned.saturating_sub(self.seen)) as i64
     }
@@ -113,15 +126,10 @@ impl Scheduler {
 
     /// A `READY free seen` announcement (also the heartbeat).
     pub(crate) fn ready(&mut self, id: &[u8], free: i64, seen: u64, now: Instant) {
-        let w = self.workers.entry(id.to_vec()).or_insert(WorkerInfo {
-            free: 0,
-            seen: 0,
-            assigned: 0,
-            last_assigned: 0,
-            last_heard: now,
-            leaving: false,
-            requests: 0,
-        });
+        let w = self
+            .workers
+            .entry(id.to_vec())
+            .or_insert_with(|| WorkerInfo::new(now, false));
         // A restarted worker (same id, counters from zero) starts over.
         if seen < w.seen {
             w.assigned = seen;
@@ -136,15 +144,10 @@ impl Scheduler {
     /// A `BYE` (also the heartbeat of a draining worker): it gets nothing new; it still gets
     /// the continuations of what it holds.
     pub(crate) fn bye(&mut self, id: &[u8], now: Instant) {
-        let w = self.workers.entry(id.to_vec()).or_insert(WorkerInfo {
-            free: 0,
-            seen: 0,
-            assigned: 0,
-            last_assigned: 0,
-            last_heard: now,
-            leaving: true,
-            requests: 0,
-        });
+        let w = self
+            .workers
+            .entry(id.to_vec())
+            .or_insert_with(|| WorkerInfo::new(now, true));
         w.leaving = true;
         w.last_heard = now;
     }
