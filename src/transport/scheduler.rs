@@ -98,6 +98,8 @@ pub(crate) struct Scheduler {
     sticky: HashMap<u64, (WorkerId, Instant)>,
     queue: VecDeque<(u64, Class, Bytes)>,
     clock: u64,
+    /// Bumped whenever a worker comes, leaves or goes (for [`Scheduler::version`]).
+    version: u64,
     liveness: Duration,
     sticky_idle: Duration,
 }
@@ -109,6 +111,7 @@ impl Scheduler {
             sticky: HashMap::new(),
             queue: VecDeque::new(),
             clock: 0,
+            version: 0,
             liveness,
             sticky_idle,
         }
@@ -126,6 +129,9 @@ impl Scheduler {
 
     /// A `READY free seen` announcement (also the heartbeat).
     pub(crate) fn ready(&mut self, id: &[u8], free: i64, seen: u64, now: Instant) {
+        if self.workers.get(id).is_none_or(|w| w.leaving) {
+            self.version += 1;
+        }
         let w = self
             .workers
             .entry(id.to_vec())
@@ -144,6 +150,9 @@ impl Scheduler {
     /// A `BYE` (also the heartbeat of a draining worker): it gets nothing new; it still gets
     /// the continuations of what it holds.
     pub(crate) fn bye(&mut self, id: &[u8], now: Instant) {
+        if self.workers.get(id).is_none_or(|w| !w.leaving) {
+            self.version += 1;
+        }
         let w = self
             .workers
             .entry(id.to_vec())
@@ -159,6 +168,7 @@ impl Scheduler {
         let Some(w) = self.workers.remove(id) else {
             return Vec::new();
         };
+        self.version += 1;
         let mut held = Vec::new();
         self.sticky.retain(|&conn, (w, _)| {
             let mine = w.as_slice() == id;
@@ -195,6 +205,11 @@ impl Scheduler {
         self.sticky
             .retain(|_, (_, t)| now.duration_since(*t) <= idle);
         gone
+    }
+
+    /// Changes whenever a worker comes, leaves or goes.
+    pub(crate) fn version(&self) -> u64 {
+        self.version
     }
 
     /// Counts a request handed to a worker.
