@@ -353,6 +353,10 @@ impl Routing<'_> {
     fn check_link(&mut self, mon: &zmq::Socket, stale: &mut bool) {
         let ev = read_link_events(mon);
         if ev.disconnected {
+            // Every worker that has announced itself must get the `R`, even one whose first
+            // `READY` is still unread: a worker that saw Mongrel2 go (its subscription
+            // withdrawn) waits for it before it takes the new one.
+            self.read_workers(Instant::now());
             let dropped = self.sched.forget_connections();
             tracing::warn!(
                 "lost the connection to Mongrel2: it restarted or went away; dropped {dropped} \

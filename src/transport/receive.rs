@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 /// How often a worker behind a device repeats its `READY` (the device's liveness signal).
 const HEARTBEAT: Duration = Duration::from_millis(500);
+/// How soon a `READY` that could not be sent (no connection to the device yet) is tried again.
+const ANNOUNCE_RETRY_MS: i64 = 5;
 /// How often to warn, after the first time, that Mongrel2 has not subscribed yet.
 const SUBSCRIBE_WARN: Duration = Duration::from_secs(10);
 /// The longest a receive wait goes without looking at the reply socket's subscriptions and the
@@ -215,7 +217,13 @@ impl Connection {
                 seen: rx.seen,
             };
             match sock.send(msg.encode(), zmq::DONTWAIT) {
-                Ok(()) | Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {}
+                Ok(()) => {}
+                // Not connected to the device yet: try again in a moment (until the device
+                // knows this worker it cannot tell it that Mongrel2 went away).
+                Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {
+                    rx.announced = None;
+                    return Ok(());
+                }
                 Err(e) => return Err(zerr("send")(e)),
             }
         }
@@ -230,7 +238,13 @@ impl Connection {
             let (Some(sock), Some(wake)) = (rx.sock.as_ref(), rx.wake.as_ref()) else {
                 return Ok(None);
             };
-            let wait = remaining(deadline).min(HEARTBEAT.as_millis() as i64);
+            // An unsent `READY` is retried soon; otherwise the heartbeat sets the pace.
+            let pace = if rx.announced.is_none() && !rx.stopped {
+                ANNOUNCE_RETRY_MS
+            } else {
+                HEARTBEAT.as_millis() as i64
+            };
+            let wait = remaining(deadline).min(pace);
             let mut items = [
                 sock.as_poll_item(zmq::POLLIN),
                 wake.as_poll_item(zmq::POLLIN),
