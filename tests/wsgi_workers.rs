@@ -54,6 +54,15 @@ fn stop_ok(p: &mut Proc) {
     assert!(st.success(), "{st}:\n{}", p.log());
 }
 
+/// Lets 100 more requests through, stops the load and asserts that none failed.
+fn finish_without_loss(load: Load, sup: &Proc, what: &str) {
+    let at = load.answered();
+    assert!(wait_until(T, || load.answered() >= at + 100));
+    let report = load.finish();
+    eprintln!("{what} under load: {}", report.summary());
+    assert_eq!(report.failed(), 0, "{:?}\n{}", report.failures, sup.log());
+}
+
 /// SIGKILL to a process the test did not start.
 fn kill9(pid: u32) {
     let mut killer = Proc::spawn(
@@ -164,14 +173,8 @@ fn sighup_and_max_requests_replace_workers_without_losing_a_request() {
         "{}",
         sup.log()
     );
-    let at = load.answered();
-    assert!(wait_until(T, || load.answered() >= at + 100));
-    let report = load.finish();
-    eprintln!("reload + max-requests under load: {}", report.summary());
-    assert_eq!(report.failed(), 0, "{:?}\n{}", report.failures, sup.log());
-    sup.signal("TERM");
-    let st = sup.wait_exit(T).expect("the supervisor did not exit");
-    assert!(st.success(), "{st}");
+    finish_without_loss(load, &sup, "reload + max-requests");
+    stop_ok(&mut sup);
     assert!(sup.log().contains("recycled"), "{}", sup.log());
 }
 
@@ -519,12 +522,7 @@ fn lifetime_and_max_rss_recycle_workers_without_losing_a_request() {
             "{}",
             sup.log()
         );
-        let at = load.answered();
-        assert!(wait_until(T, || load.answered() >= at + 100));
-        let report = load.finish();
-        eprintln!("{extra:?} under load: {}", report.summary());
-        assert_eq!(report.failed(), 0, "{:?}\n{}", report.failures, sup.log());
-        sup.signal("TERM");
-        assert!(sup.wait_exit(T).expect("did not exit").success());
+        finish_without_loss(load, &sup, &format!("{extra:?}"));
+        stop_ok(&mut sup);
     }
 }

@@ -266,7 +266,7 @@ impl Supervisor<'_> {
                 self.replace_all(Cause::Reload)?;
             }
             self.reap()?;
-            self.check_serving(status)?;
+            self.check_serving(status);
             self.check_recycling(status)?;
             let now = Instant::now();
             while self.respawns.front().is_some_and(|t| *t <= now) {
@@ -420,7 +420,7 @@ impl Supervisor<'_> {
 
     /// Marks workers the device has heard as serving; a replacement that serves retires the
     /// worker it replaces.
-    fn check_serving(&mut self, status: &crate::DeviceStatus) -> Result<(), String> {
+    fn check_serving(&mut self, status: &crate::DeviceStatus) {
         let connected = status.workers();
         let mut retire = Vec::new();
         for w in &mut self.workers {
@@ -463,7 +463,6 @@ impl Supervisor<'_> {
             self.booted = true;
             tracing::info!("all {} workers serving", self.plan.workers);
         }
-        Ok(())
     }
 
     /// Starts replacements for workers past a recycling limit.
