@@ -163,6 +163,9 @@ impl ConnectionBuilder {
             }
             s.set_rcvhwm(0).map_err(zerr("setsockopt"))?;
             s.set_sndhwm(0).map_err(zerr("setsockopt"))?;
+            // A `READY` is queued only once the device is there, so it says what holds when
+            // it arrives (not when this worker started, before the device was up).
+            s.set_immediate(true).map_err(zerr("setsockopt"))?;
             s
         } else {
             let s = ctx.socket(zmq::PULL).map_err(zerr("socket"))?;
@@ -215,6 +218,7 @@ impl ConnectionBuilder {
                 next_warn: Instant::now() + SUBSCRIBE_FIRST_WARN,
                 bye_sent: None,
                 bye_acked: false,
+                held: std::collections::VecDeque::new(),
             }),
             publ: Mutex::new(Publisher::new(publ, device.is_some(), recv.to_string())),
             epoch: Epoch::default(),

@@ -2,6 +2,7 @@
 
 use super::builder::ConnectionBuilder;
 use super::link::{Epoch, Publisher};
+use super::protocol::WorkerMsg;
 use crate::codec::response::{encode_ctl, encode_deliver, encode_reply, Ctl};
 use crate::error::{Error, Result};
 use crate::spec::SocketSpec;
@@ -35,8 +36,8 @@ pub(super) struct Rx {
     pub(super) stopped: bool,
     /// Device mode: woken by `set_capacity` from other threads.
     pub(super) wake: Option<zmq::Socket>,
-    /// Device mode: the last `READY` sent (capacity, seen) and when.
-    pub(super) announced: Option<(usize, u64, Instant)>,
+    /// Device mode: the last `READY` or `BYE` sent, and when.
+    pub(super) announced: Option<(WorkerMsg, Instant)>,
     /// Device mode: assigned messages received so far.
     pub(super) seen: u64,
     /// When to warn next that Mongrel2 has not subscribed yet.
@@ -45,6 +46,10 @@ pub(super) struct Rx {
     pub(super) bye_sent: Option<Instant>,
     /// Device mode: the device answered `BYE`: nothing new comes after this.
     pub(super) bye_acked: bool,
+    /// Device mode: frames that came while no Mongrel2 could be answered (its subscription
+    /// withdrawn, the new one not taken yet). They are handed out once one can be, or dropped
+    /// when the device's `R` says they came from the Mongrel2 that went away.
+    pub(super) held: std::collections::VecDeque<Bytes>,
 }
 
 pub(super) struct Inner {

@@ -226,11 +226,11 @@ impl Device {
             epoch: Epoch::default(),
             sender: Vec::new(),
             probes: Vec::new(),
+            losses: 0,
+            stale: false,
         };
         let (pull, mon, wmon) = (&self.pull.0, &self.monitor.0, &self.router_monitor.0);
         let mut attached = false;
-        // The PULL socket lost Mongrel2 and has not shaken hands with a new one.
-        let mut stale = false;
         let mut last_expire = Instant::now();
         let mut serviced = Instant::now();
         let mut published = (Instant::now(), u64::MAX);
@@ -252,7 +252,7 @@ impl Device {
                 Ok(_) | Err(zmq::Error::EINTR) => {}
                 Err(e) => return Err(zerr("poll")(e)),
             }
-            state.check_link(mon, &mut stale);
+            state.check_link(mon);
             let now = Instant::now();
             if now.duration_since(serviced) >= SERVICE_EVERY {
                 serviced = now;
@@ -281,8 +281,8 @@ impl Device {
                         Err(_) => break,
                     };
                     // A new server's handshake is reported before its first message.
-                    state.check_link(mon, &mut stale);
-                    if stale {
+                    state.check_link(mon);
+                    if state.stale {
                         tracing::debug!("dropping a message from a Mongrel2 that has gone away");
                         continue;
                     }
@@ -345,12 +345,16 @@ struct Routing<'d> {
     sender: Vec<u8>,
     /// When to probe the workers next (after a worker's connection broke).
     probes: Vec<Instant>,
+    /// How many times the link to Mongrel2 broke.
+    losses: u64,
+    /// The PULL socket lost Mongrel2 and has not shaken hands with a new one.
+    stale: bool,
 }
 
 impl Routing<'_> {
     /// Looks at the PULL socket's link; on a break, drops everything from the old server and
     /// tells every worker (`R`), in order behind the frames they already have.
-    fn check_link(&mut self, mon: &zmq::Socket, stale: &mut bool) {
+    fn check_link(&mut self, mon: &zmq::Socket) {
         let ev = read_link_events(mon);
         if ev.disconnected {
             // Every worker that has announced itself must get the `R`, even one whose first
@@ -365,13 +369,15 @@ impl Routing<'_> {
             for w in self.sched.worker_ids() {
                 let _ = self.send_flag(w, DeviceFlag::Reset);
             }
+            self.losses += 1;
+            self.sched.reset_all(self.losses);
             self.epoch
                 .advance("the device lost its connection to Mongrel2");
             self.publ.hold_for_request_side(true);
-            *stale = true;
+            self.stale = true;
         }
         if ev.connected {
-            *stale = false;
+            self.stale = false;
             self.publ.hold_for_request_side(false);
         }
     }
@@ -383,11 +389,23 @@ impl Routing<'_> {
                 continue;
             };
             match WorkerMsg::parse(body) {
-                Some(WorkerMsg::Ready { free, seen }) => {
+                Some(WorkerMsg::Ready {
+                    free,
+                    seen,
+                    waiting,
+                }) => {
+                    tracing::trace!(free, seen, waiting, "READY from a worker");
                     if self.sched.live_workers() == 0 {
                         tracing::info!("worker connected");
                     }
                     self.sched.ready(id, free, seen, now);
+                    // A worker that saw Mongrel2 go but was not known when the link broke:
+                    // with no Mongrel2 connected, all it gets from now on comes from a later
+                    // one, so it can take the new subscription.
+                    if waiting && self.stale && self.sched.owes_reset(id, self.losses) {
+                        tracing::debug!("confirming Mongrel2's loss to a worker that joined since");
+                        let _ = self.send_flag(id, DeviceFlag::Reset);
+                    }
                 }
                 Some(WorkerMsg::Bye) => {
                     if !self.sched.is_leaving(id) {
@@ -519,6 +537,7 @@ impl Routing<'_> {
             .and_then(|()| self.router.send(&frame[..], zmq::DONTWAIT));
         match sent {
             Ok(()) => {
+                tracing::trace!(conn, ?class, assigned, "forwarded to a worker");
                 if class == Class::Fresh {
                     self.sched.count_request(worker);
                 }

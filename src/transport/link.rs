@@ -200,6 +200,12 @@ impl Publisher {
         self.resets = (self.resets + 1).min(self.losses + 1);
     }
 
+    /// Device mode: Mongrel2 was seen to go and the device has not confirmed it yet (a new
+    /// subscription waits).
+    pub(super) fn awaiting_reset(&self) -> bool {
+        self.device && self.losses > self.resets
+    }
+
     /// The topic of Mongrel2's subscription (see the field).
     pub(super) fn topic(&self) -> &[u8] {
         &self.topic

@@ -9,6 +9,7 @@ use super::socket::{attach, remaining, zerr, Frame};
 use crate::error::Result;
 use crate::Message;
 use bytes::Bytes;
+use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -187,35 +188,41 @@ impl Connection {
         }
     }
 
-    fn announce(&self, rx: &mut Rx, force: bool) -> Result<()> {
+    /// Sends the device a `READY` when it changed or the heartbeat is due (a `BYE` while
+    /// draining). A worker that cannot answer (Mongrel2 has not subscribed to its reply
+    /// socket, or it waits for the device to confirm a restart) announces no free slots, so
+    /// the device gives it nothing new meanwhile.
+    fn announce(&self, rx: &mut Rx) -> Result<()> {
+        let heartbeat_due = rx.announced.is_none_or(|(_, at)| at.elapsed() >= HEARTBEAT);
         if rx.stopped {
             // A draining worker's heartbeat: the device keeps routing the continuations of
             // what it holds, and never takes it for dead.
-            if rx.bye_sent.is_some()
-                && rx
-                    .announced
-                    .is_none_or(|(_, _, at)| at.elapsed() >= HEARTBEAT)
-            {
+            if rx.bye_sent.is_some() && heartbeat_due {
                 if let Some(sock) = rx.sock.as_ref() {
                     let _ = sock.send(WorkerMsg::Bye.encode(), zmq::DONTWAIT);
                 }
-                rx.announced = Some((0, rx.seen, Instant::now()));
+                rx.announced = Some((WorkerMsg::Bye, Instant::now()));
             }
             return Ok(());
         }
-        let cap = self.inner.capacity.load(Ordering::SeqCst);
-        let due = match rx.announced {
-            None => true,
-            Some((c, s, at)) => force || c != cap || s != rx.seen || at.elapsed() >= HEARTBEAT,
+        let (live, waiting) = {
+            let pb = self.inner.publ.lock();
+            (pb.live, pb.awaiting_reset())
         };
-        if !due {
+        let cap = if live {
+            self.inner.capacity.load(Ordering::SeqCst)
+        } else {
+            0
+        };
+        let msg = WorkerMsg::Ready {
+            free: i64::try_from(cap).unwrap_or(i64::MAX),
+            seen: rx.seen,
+            waiting,
+        };
+        if !heartbeat_due && rx.announced.is_some_and(|(last, _)| last == msg) {
             return Ok(());
         }
         if let Some(sock) = rx.sock.as_ref() {
-            let msg = WorkerMsg::Ready {
-                free: i64::try_from(cap).unwrap_or(i64::MAX),
-                seen: rx.seen,
-            };
             match sock.send(msg.encode(), zmq::DONTWAIT) {
                 Ok(()) => {}
                 // Not connected to the device yet: try again in a moment (until the device
@@ -227,20 +234,30 @@ impl Connection {
                 Err(e) => return Err(zerr("send")(e)),
             }
         }
-        rx.announced = Some((cap, rx.seen, Instant::now()));
+        tracing::trace!(?msg, "told the device");
+        rx.announced = Some((msg, Instant::now()));
         Ok(())
     }
 
     fn recv_device(&self, rx: &mut Rx, deadline: Instant) -> Result<Option<Bytes>> {
+        self.service(rx)?;
         loop {
-            self.service(rx)?;
-            self.announce(rx, false)?;
+            let live = self.inner.publ.lock().live;
+            if live {
+                if let Some(frame) = rx.held.pop_front() {
+                    return Ok(Some(frame));
+                }
+            }
+            self.announce(rx)?;
             let (Some(sock), Some(wake)) = (rx.sock.as_ref(), rx.wake.as_ref()) else {
                 return Ok(None);
             };
-            // An unsent `READY` is retried soon; otherwise the heartbeat sets the pace.
+            // An unsent `READY` is retried soon, and a worker without a subscription looks at
+            // its reply socket often; otherwise the heartbeat sets the pace.
             let pace = if rx.announced.is_none() && !rx.stopped {
                 ANNOUNCE_RETRY_MS
+            } else if !live {
+                SERVICE_MS
             } else {
                 HEARTBEAT.as_millis() as i64
             };
@@ -254,53 +271,88 @@ impl Connection {
                 Err(e) => return Err(zerr("poll")(e)),
             }
             let (data, woken) = (items[0].is_readable(), items[1].is_readable());
+            // Whether Mongrel2 is still subscribed is judged after the wait, so that a frame
+            // that came meanwhile is not answered into a reply socket nobody listens to.
+            self.service(rx)?;
             if woken {
-                while wake.recv_msg(zmq::DONTWAIT).is_ok() {}
+                if let Some(wake) = rx.wake.as_ref() {
+                    while wake.recv_msg(zmq::DONTWAIT).is_ok() {}
+                }
             }
             if data {
-                match sock.recv_multipart(zmq::DONTWAIT) {
-                    Ok(mut parts) if parts.len() == 2 => {
-                        let frame = parts.pop().unwrap_or_default();
-                        match DeviceFlag::parse(&parts[0]) {
-                            Some(DeviceFlag::Reset) => {
-                                // Everything the device sent before this came from a Mongrel2
-                                // that is gone; the device dropped what it still held.
-                                self.inner
-                                    .epoch
-                                    .advance("the device lost its connection to Mongrel2");
-                                let mut pb = self.inner.publ.lock();
-                                pb.device_reset();
-                                pb.service(&self.inner.epoch);
-                            }
-                            Some(DeviceFlag::ByeAck) => {
-                                if !rx.bye_acked {
-                                    tracing::debug!("the device answered BYE: nothing new comes");
-                                }
-                                rx.bye_acked = true;
-                                // The caller looks at `is_drained` now.
-                                return Ok(None);
-                            }
-                            Some(DeviceFlag::Probe) => {}
-                            Some(flag) => {
-                                if flag == DeviceFlag::Assigned {
-                                    rx.seen += 1;
-                                }
-                                return Ok(Some(Bytes::from(frame)));
-                            }
-                            None => tracing::warn!(
-                                "ignoring a message from the device with an unknown flag"
-                            ),
-                        }
-                    }
-                    Ok(parts) => {
-                        tracing::warn!("ignoring a {}-part message from the device", parts.len())
-                    }
-                    Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {}
-                    Err(e) => return Err(zerr("recv")(e)),
+                if let ControlFlow::Break(out) = self.read_device(rx)? {
+                    return Ok(out);
                 }
             }
             if Instant::now() >= deadline {
                 return Ok(None);
+            }
+        }
+    }
+
+    /// Reads one message from the device. `Break` with a frame to hand out, or with nothing
+    /// when the caller should look at its state (the device answered `BYE`); `Continue` after
+    /// a notice acted on here or a frame held because it cannot be answered yet.
+    fn read_device(&self, rx: &mut Rx) -> Result<ControlFlow<Option<Bytes>>> {
+        let Some(sock) = rx.sock.as_ref() else {
+            return Ok(ControlFlow::Break(None));
+        };
+        let mut parts = match sock.recv_multipart(zmq::DONTWAIT) {
+            Ok(parts) if parts.len() == 2 => parts,
+            Ok(parts) => {
+                tracing::warn!("ignoring a {}-part message from the device", parts.len());
+                return Ok(ControlFlow::Continue(()));
+            }
+            Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {
+                return Ok(ControlFlow::Continue(()))
+            }
+            Err(e) => return Err(zerr("recv")(e)),
+        };
+        let frame = Bytes::from(parts.pop().unwrap_or_default());
+        match DeviceFlag::parse(&parts[0]) {
+            Some(DeviceFlag::Reset) => {
+                // Everything the device sent before this came from a Mongrel2 that is gone;
+                // the device dropped what it still held.
+                self.inner
+                    .epoch
+                    .advance("the device lost its connection to Mongrel2");
+                if !rx.held.is_empty() {
+                    tracing::debug!(
+                        "dropping {} message(s) from a Mongrel2 that has gone away",
+                        rx.held.len()
+                    );
+                    rx.held.clear();
+                }
+                let mut pb = self.inner.publ.lock();
+                pb.device_reset();
+                pb.service(&self.inner.epoch);
+                Ok(ControlFlow::Continue(()))
+            }
+            Some(DeviceFlag::ByeAck) => {
+                if !rx.bye_acked {
+                    tracing::debug!("the device answered BYE: nothing new comes");
+                }
+                rx.bye_acked = true;
+                // The caller looks at `is_drained` now.
+                Ok(ControlFlow::Break(None))
+            }
+            Some(DeviceFlag::Probe) => Ok(ControlFlow::Continue(())),
+            Some(flag) => {
+                if flag == DeviceFlag::Assigned {
+                    rx.seen += 1;
+                }
+                if self.inner.publ.lock().live && rx.held.is_empty() {
+                    return Ok(ControlFlow::Break(Some(frame)));
+                }
+                // Mongrel2's subscription is gone and the new one not taken yet: whoever sent
+                // this cannot be answered now. It waits (see `held`).
+                tracing::debug!("holding a message until Mongrel2 subscribes again");
+                rx.held.push_back(frame);
+                Ok(ControlFlow::Continue(()))
+            }
+            None => {
+                tracing::warn!("ignoring a message from the device with an unknown flag");
+                Ok(ControlFlow::Continue(()))
             }
         }
     }
@@ -335,7 +387,7 @@ impl Connection {
         if self.inner.device.is_some() {
             let _ = sock.send(WorkerMsg::Bye.encode(), zmq::DONTWAIT);
             rx.bye_sent = Some(Instant::now());
-            rx.announced = Some((0, rx.seen, Instant::now()));
+            rx.announced = Some((WorkerMsg::Bye, Instant::now()));
             return;
         }
         let spec = &self.inner.send;

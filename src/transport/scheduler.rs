@@ -70,6 +70,8 @@ struct WorkerInfo {
     leaving: bool,
     /// Requests (fresh messages) handed to it.
     requests: u64,
+    /// The device's count of lost Mongrel2 links when it last sent this worker `R`.
+    resets: u64,
 }
 
 impl WorkerInfo {
@@ -83,6 +85,7 @@ impl WorkerInfo {
             last_heard: now,
             leaving,
             requests: 0,
+            resets: 0,
         }
     }
 
@@ -325,6 +328,25 @@ impl Scheduler {
         let n = self.queue.len();
         self.queue.clear();
         n
+    }
+
+    /// The device sent every worker it knows `R` for its `losses`-th lost link.
+    pub(crate) fn reset_all(&mut self, losses: u64) {
+        for w in self.workers.values_mut() {
+            w.resets = losses;
+        }
+    }
+
+    /// Whether worker `id` has not had `R` for the device's `losses`-th lost link (it was not
+    /// known then); if so, it is marked as having had it, so it is owed at most one.
+    pub(crate) fn owes_reset(&mut self, id: &[u8], losses: u64) -> bool {
+        match self.workers.get_mut(id) {
+            Some(w) if w.resets < losses => {
+                w.resets = losses;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The workers the device knows now.

@@ -59,10 +59,12 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `program` with `args` (and `M2WSGI_LOG=info` unless `env` overrides it).
+    /// Starts `program` with `args` (and `M2WSGI_LOG=info`, or what `M2WSGI_TEST_LOG` says,
+    /// unless `env` overrides it).
     pub fn spawn(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut cmd = Command::new(program);
-        cmd.args(args).env("M2WSGI_LOG", "info");
+        let level = std::env::var("M2WSGI_TEST_LOG").unwrap_or_else(|_| "info".into());
+        cmd.args(args).env("M2WSGI_LOG", level);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -247,10 +249,16 @@ impl Drop for Proc {
         if thread::panicking() {
             let log = self.log();
             let lines: Vec<&str> = log.lines().collect();
+            // All of it when the level was raised for a look at a failure.
+            let tail = if std::env::var_os("M2WSGI_TEST_LOG").is_some() {
+                lines.len()
+            } else {
+                40
+            };
             eprintln!(
                 "--- {} output (tail) ---\n{}",
                 self.name,
-                lines[lines.len().saturating_sub(40)..].join("\n")
+                lines[lines.len().saturating_sub(tail)..].join("\n")
             );
         }
         // self.dir is removed when it is dropped.
