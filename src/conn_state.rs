@@ -224,13 +224,17 @@ impl ConnState {
         g.busy && g.stream_started.is_some() && !g.stream_done && !g.disconnected
     }
 
-    /// A slice of a streamed upload arrived; returns the body's bytes received so far.
-    pub(crate) fn push_upload_slice(&self, slice: Bytes, done: bool) -> u64 {
+    /// A slice of a streamed upload arrived; returns the body's bytes received so far. A slice
+    /// that takes the body past `max` is counted but not handed to the reader (the caller then
+    /// gives up on the request), so a handler never reads past the limit.
+    pub(crate) fn push_upload_slice(&self, slice: Bytes, done: bool, max: Option<u64>) -> u64 {
         let mut g = self.lock();
         g.stream_received += slice.len() as u64;
         g.stream_last = Some(Instant::now());
-        g.stream.push_back(slice);
-        g.stream_done |= done;
+        if max.is_none_or(|m| g.stream_received <= m) {
+            g.stream.push_back(slice);
+            g.stream_done |= done;
+        }
         let received = g.stream_received;
         drop(g);
         self.notify();

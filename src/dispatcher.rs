@@ -188,7 +188,7 @@ impl Dispatcher {
             }
             MessageKind::UploadStream { done, .. } => {
                 if let Some(st) = self.states.get(&id) {
-                    let received = st.push_upload_slice(msg.body().clone(), done);
+                    let received = st.push_upload_slice(msg.body().clone(), done, self.max_body);
                     // A body without a length (chunked) is stopped once it grows past the
                     // limit; the handler reading it gets an error.
                     if self.over_limit(received) {
