@@ -105,7 +105,9 @@ pub mod wsgi;
 pub use codec::{HeaderProtocol, Message, MessageKind, RawMessage};
 #[cfg(feature = "config-db")]
 #[cfg_attr(docsrs, doc(cfg(feature = "config-db")))]
-pub use config::{load_handler, ConfigError, HandlerConfig, HandlerSelector, NotFoundReason};
+pub use config::{
+    load_handler, load_handlers, ConfigError, HandlerConfig, HandlerSelector, NotFoundReason,
+};
 pub use error::{Error, ParseError, ParseErrorKind, Result};
 #[cfg(feature = "runtime")]
 #[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]

@@ -2,7 +2,7 @@
 //! `mongrel2-core`), so what is read is what Mongrel2 itself would read. Feature `e2e`.
 #![cfg(feature = "config-db")]
 
-use m2wsgi::{load_handler, ConfigError, Error, HandlerSelector, HeaderProtocol};
+use m2wsgi::{load_handler, load_handlers, ConfigError, Error, HandlerSelector, HeaderProtocol};
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -185,6 +185,60 @@ fn by_route() {
     let cfg = load_handler(&db, &route("m2-main", "localhost", "/json")).unwrap();
     assert_eq!(cfg.send_ident, JSON_IDENT);
     assert_eq!(cfg.chroot, Some(PathBuf::from("/srv/main")));
+}
+
+/// One handler process behind two Mongrel2 servers: each server has its own handler row (its
+/// own sockets) with the same send_ident.
+const TWO_SERVERS: &str = r#"
+east = Handler(send_spec='tcp://127.0.0.1:7801', send_ident='shared-app',
+               recv_spec='tcp://127.0.0.1:7802', recv_ident='')
+west = Handler(send_spec='tcp://127.0.0.1:7811', send_ident='shared-app',
+               recv_spec='tcp://127.0.0.1:7812', recv_ident='')
+one = Server(uuid='east', chroot='/srv/east', access_log='/a.log', error_log='/e.log',
+             pid_file='/p.pid', default_host='localhost', name='east', port=7880,
+             hosts=[Host(name='localhost', routes={'/': east})])
+two = Server(uuid='west', chroot='/srv/west', access_log='/a.log', error_log='/e.log',
+             pid_file='/p.pid', default_host='localhost', name='west', port=7881,
+             hosts=[Host(name='localhost', routes={'/': west})])
+servers = [one, two]
+"#;
+
+#[test]
+fn every_server_that_routes_to_a_send_ident() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = m2sh_load(&dir, TWO_SERVERS);
+    let sel = HandlerSelector::SendIdent("shared-app".into());
+    let all = load_handlers(&db, &sel).unwrap();
+    let got: Vec<_> = all
+        .iter()
+        .map(|c| (c.send_spec.as_str(), c.recv_spec.as_str(), c.chroot.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "tcp://127.0.0.1:7801",
+                "tcp://127.0.0.1:7802",
+                Some(PathBuf::from("/srv/east"))
+            ),
+            (
+                "tcp://127.0.0.1:7811",
+                "tcp://127.0.0.1:7812",
+                Some(PathBuf::from("/srv/west"))
+            ),
+        ]
+    );
+    // One handler alone is still ambiguous, and a selector of one handler gives one.
+    assert!(matches!(
+        config_err(&db, &sel),
+        ConfigError::Ambiguous { .. }
+    ));
+    let one = load_handlers(&db, &HandlerSelector::Id(all[1].id)).unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].send_spec, "tcp://127.0.0.1:7811");
+    // Several handlers behind one route path may be different applications: still an error.
+    let (_d, fixture_db) = fixture();
+    assert!(load_handlers(&fixture_db, &HandlerSelector::RoutePath("/handler".into())).is_err());
 }
 
 #[test]

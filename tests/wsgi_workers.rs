@@ -311,36 +311,14 @@ fn a_config_file_is_checked_printed_and_served() {
     stop_ok(&mut sup);
 }
 
-/// Two Mongrel2 servers feed one m2wsgi (`--also`): both number their clients from 1, so the
-/// ids overlap, yet every answer reaches its own client.
-#[test]
-fn one_m2wsgi_serves_two_mongrel2_servers() {
-    let (a, b) = (mongrel2(), mongrel2());
-    let also = format!("{},{}", b.send_spec("app"), b.recv_spec("app"));
-    let mut proc = m2wsgi(
-        &[
-            "workers_app",
-            a.send_spec("app"),
-            a.recv_spec("app"),
-            "--also",
-            &also,
-            "--num-threads",
-            "4",
-        ],
-        &[],
-        false,
-    );
-    assert!(
-        proc.wait_for_log("also serving requests from", T),
-        "{}",
-        proc.log()
-    );
+/// Sends 16 requests, alternately through `a` and `b`, and checks each answer is its own.
+fn echo_through_both(a: &Mongrel2, b: &Mongrel2, proc: &Proc, tag: &str) {
     let clients: Vec<_> = (0..16)
         .map(|i| {
             let url = if i % 2 == 0 {
-                a.url(&format!("/app/echo/a-{i}"))
+                a.url(&format!("/app/echo/a-{tag}-{i}"))
             } else {
-                b.url(&format!("/app/echo/b-{i}"))
+                b.url(&format!("/app/echo/b-{tag}-{i}"))
             };
             std::thread::spawn(move || {
                 let out = curl(&["-s", "-m", "10", &url]);
@@ -353,8 +331,62 @@ fn one_m2wsgi_serves_two_mongrel2_servers() {
         let path = &url[url.find("/app/").unwrap() + 4..];
         assert_eq!(body, path, "{url}:\n{}", proc.log());
     }
+}
+
+fn two_servers(extra: &[&str], ready: &str) -> (Mongrel2, Mongrel2, Proc) {
+    let (a, b) = (mongrel2(), mongrel2());
+    let also = format!("{},{}", b.send_spec("app"), b.recv_spec("app"));
+    let mut args = vec![
+        "workers_app",
+        a.send_spec("app"),
+        a.recv_spec("app"),
+        "--also",
+        &also,
+        "--num-threads",
+        "4",
+    ];
+    args.extend_from_slice(extra);
+    let proc = m2wsgi(&args, &[], false);
+    assert!(proc.wait_for_log(ready, T), "{}", proc.log());
+    (a, b, proc)
+}
+
+/// Two Mongrel2 servers feed one m2wsgi (`--also`): both number their clients from 1, so the
+/// ids overlap, yet every answer reaches its own client.
+#[test]
+fn one_m2wsgi_serves_two_mongrel2_servers() {
+    let (a, b, mut proc) = two_servers(&[], "also serving requests from");
+    echo_through_both(&a, &b, &proc, "x");
     proc.signal("TERM");
     assert!(proc.wait_exit(T).expect("did not exit").success());
+}
+
+/// The same with worker processes: one device per server, every worker takes requests from
+/// both, and a reload replaces them while both servers keep being answered.
+#[test]
+fn worker_processes_serve_two_mongrel2_servers() {
+    let (a, b, mut sup) = two_servers(&["--workers", "2"], "all 2 workers serving");
+    assert_eq!(
+        sup.log()
+            .matches("worker process(es) behind a device at")
+            .count(),
+        2,
+        "{}",
+        sup.log()
+    );
+    echo_through_both(&a, &b, &sup, "before");
+    // Reload: w3 and w4 serve only once both devices have heard them; w1 and w2 then leave.
+    sup.signal("HUP");
+    assert!(
+        wait_until(T, || {
+            let log = sup.log();
+            log.contains("worker w1 left") && log.contains("worker w2 left")
+        }),
+        "{}",
+        sup.log()
+    );
+    echo_through_both(&a, &b, &sup, "after");
+    stop_ok(&mut sup);
 }
 
 /// Started as root with `--user nobody`: the workers run as nobody, and `ps` shows what each

@@ -175,7 +175,25 @@ impl<'p> Db<'p> {
     }
 
     pub(super) fn select_handler(&self, selector: &HandlerSelector) -> Result<HandlerRow> {
-        let rows = match selector {
+        let rows = self.matching(selector)?;
+        match self.unique(rows, selector)? {
+            Some(row) => Ok(row),
+            None => Err(self.not_found(selector)?),
+        }
+    }
+
+    /// Every handler `selector` matches, in row order; an error when none does.
+    pub(super) fn select_handlers(&self, selector: &HandlerSelector) -> Result<Vec<HandlerRow>> {
+        let rows = self.matching(selector)?;
+        if rows.is_empty() {
+            return Err(self.not_found(selector)?);
+        }
+        Ok(rows)
+    }
+
+    /// The handler rows `selector` matches.
+    fn matching(&self, selector: &HandlerSelector) -> Result<Vec<HandlerRow>> {
+        Ok(match selector {
             HandlerSelector::Id(id) => self.handlers(
                 &format!("SELECT {HANDLER_COLUMNS} FROM handler h WHERE h.id = ?1"),
                 params![id],
@@ -211,11 +229,7 @@ impl<'p> Db<'p> {
                 ),
                 params![path],
             )?,
-        };
-        match self.unique(rows, selector)? {
-            Some(row) => Ok(row),
-            None => Err(self.not_found(selector)?),
-        }
+        })
     }
 
     /// Why `selector` found nothing, as precisely as the database can tell.

@@ -23,7 +23,7 @@ mod error;
 pub use error::{ConfigError, NotFoundReason};
 
 use crate::{Error, HeaderProtocol, Result};
-use db::Db;
+use db::{Db, HandlerRow};
 use rusqlite::params;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -135,6 +135,35 @@ pub struct HandlerConfig {
 pub fn load_handler(db: impl AsRef<Path>, selector: &HandlerSelector) -> Result<HandlerConfig> {
     let db = Db::open(db.as_ref())?;
     let row = db.select_handler(selector)?;
+    config_of(&db, row, selector)
+}
+
+/// Loads every handler `selector` matches, in row order. With
+/// [`HandlerSelector::SendIdent`] these are the handlers of every server that routes to one
+/// handler process: each Mongrel2 server has its own handler row (its own sockets) with the
+/// same `send_ident`. A handler takes requests from all of them and answers each on its own
+/// server ([`Server::also`](crate::Server::also)). Other selectors name one handler, as with
+/// [`load_handler`] (a route path shared by several handlers may lead to different
+/// applications, so it stays an error).
+///
+/// # Errors
+/// As [`load_handler`], except that several handlers sharing a send_ident are not an error.
+pub fn load_handlers(
+    db: impl AsRef<Path>,
+    selector: &HandlerSelector,
+) -> Result<Vec<HandlerConfig>> {
+    let db = Db::open(db.as_ref())?;
+    let rows = match selector {
+        HandlerSelector::SendIdent(_) => db.select_handlers(selector)?,
+        _ => vec![db.select_handler(selector)?],
+    };
+    rows.into_iter()
+        .map(|row| config_of(&db, row, selector))
+        .collect()
+}
+
+/// One handler row with the settings around it.
+fn config_of(db: &Db, row: HandlerRow, selector: &HandlerSelector) -> Result<HandlerConfig> {
     let chroot = match selector {
         HandlerSelector::Route { server_uuid, .. } => db.one_chroot(
             "SELECT DISTINCT CAST(chroot AS TEXT) FROM server WHERE uuid = ?1",

@@ -141,6 +141,26 @@ impl Connection {
         Ok(Self::builder_from(&cfg, db.parent()))
     }
 
+    /// A builder for each handler `selector` matches (see
+    /// [`load_handlers`](crate::load_handlers)): with a send_ident, one per Mongrel2 server
+    /// that routes to this handler. Give the first to [`Server`](crate::Server) and the others
+    /// to [`Server::also`](crate::Server::also).
+    ///
+    /// # Errors
+    /// As [`from_config`](Connection::from_config).
+    #[cfg(feature = "config-db")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "config-db")))]
+    pub fn all_from_config(
+        db: impl AsRef<std::path::Path>,
+        selector: &crate::HandlerSelector,
+    ) -> Result<Vec<ConnectionBuilder>> {
+        let db = db.as_ref();
+        Ok(crate::load_handlers(db, selector)?
+            .iter()
+            .map(|cfg| Self::builder_from(cfg, db.parent()))
+            .collect())
+    }
+
     /// A builder from an already loaded [`HandlerConfig`](crate::HandlerConfig); a relative
     /// chroot is taken relative to `base` (the current directory when `None`).
     #[cfg(feature = "config-db")]

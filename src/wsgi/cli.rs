@@ -111,7 +111,9 @@ pub struct Args {
     ///
     /// Each reply goes back to the server its request came from; the two servers' client ids
     /// never mix. The upload directory, chroot and flow-control options apply to every server.
-    #[arg(long, value_name = "SEND_SPEC[,RECV_SPEC]", conflicts_with_all = ["device", "workers"])]
+    /// With --workers, the supervisor runs one device per server and every worker takes
+    /// requests from all of them.
+    #[arg(long, value_name = "SEND_SPEC[,RECV_SPEC]")]
     pub also: Vec<String>,
 
     /// Take requests from an m2wsgi-device listening at ENDPOINT instead of from Mongrel2's
@@ -580,7 +582,20 @@ fn init_logging(level: Option<LogLevel>) {
 }
 
 /// The handler's sockets and settings, from the options or the config database.
-fn connection(a: &Args) -> Result<crate::ConnectionBuilder, Stop> {
+///
+/// Returns the main connection and the others, each with what names it in messages: every
+/// other server that routes to the handler (`--config-db` with `--send-ident`: one handler row
+/// per Mongrel2 server), then each `--also`.
+fn connections(
+    a: &Args,
+) -> Result<
+    (
+        crate::ConnectionBuilder,
+        Vec<(String, crate::ConnectionBuilder)>,
+    ),
+    Stop,
+> {
+    let mut more = Vec::new();
     let mut builder = match &a.config_db {
         Some(db) => {
             let selector = match (&a.handler_id, &a.send_ident, &a.route) {
@@ -601,7 +616,20 @@ fn connection(a: &Args) -> Result<crate::ConnectionBuilder, Stop> {
                     ))
                 }
             };
-            Connection::from_config(db, &selector).map_err(fatal)?
+            let mut all = Connection::all_from_config(db, &selector)
+                .map_err(fatal)?
+                .into_iter();
+            let first = all
+                .next()
+                .ok_or_else(|| fatal(format!("no handler for {selector} in {}", db.display())))?;
+            for b in all {
+                let (send, _) = b.specs().map_err(fatal)?;
+                more.push((
+                    format!("{selector} in {} (requests from {send})", db.display()),
+                    extra_options(a, b),
+                ));
+            }
+            first
         }
         None => {
             if a.handler_id.is_some() || a.route.is_some() {
@@ -628,7 +656,26 @@ fn connection(a: &Args) -> Result<crate::ConnectionBuilder, Stop> {
     if let Some(endpoint) = &a.device {
         builder = builder.device(endpoint.clone());
     }
-    Ok(extra_options(a, builder))
+    for pair in &a.also {
+        let (send, recv) = match pair.split_once(',') {
+            Some((s, r)) => (s, Some(r)),
+            None => (pair.as_str(), None),
+        };
+        let mut b = extra_options(a, Connection::builder(send));
+        if let Some(r) = recv {
+            b = b.recv_spec(r);
+        }
+        more.push((format!("--also {pair}"), b));
+    }
+    let worker_of_supervisor = std::env::var_os(super::supervisor::WORKER_ENV).is_some();
+    if a.device.is_some() && !more.is_empty() && !worker_of_supervisor {
+        return Err(Stop::Usage(format!(
+            "--device with several Mongrel2 servers ({}): a device takes requests from one \
+             server; use --workers (one device per server), or no device",
+            more[0].0
+        )));
+    }
+    Ok((extra_options(a, builder), more))
 }
 
 /// The options every Mongrel2 connection of the command shares (the main one and `--also`).
@@ -696,7 +743,11 @@ fn run_supervisor(a: &Args, workers: usize) -> Result<(), Stop> {
     } else {
         None
     };
-    let (send, recv) = connection(a)?.specs().map_err(fatal)?;
+    let (main, more) = connections(a)?;
+    let mut servers = vec![main.specs().map_err(fatal)?];
+    for (what, b) in more {
+        servers.push(b.specs().map_err(|e| fatal(format!("{what}: {e}")))?);
+    }
     let argv = ARGV
         .get()
         .cloned()
@@ -734,7 +785,7 @@ fn run_supervisor(a: &Args, workers: usize) -> Result<(), Stop> {
         metrics: a.metrics.clone(),
         forward_usr1: a.access_log.is_some(),
     };
-    super::supervisor::supervise(&plan, &send, &recv, &cmd, &stop, &reload, &usr1).map_err(fatal)
+    super::supervisor::supervise(&plan, &servers, &cmd, &stop, &reload, &usr1).map_err(fatal)
 }
 
 fn serve(a: &Args) -> Result<(), Stop> {
@@ -798,7 +849,7 @@ fn serve(a: &Args) -> Result<(), Stop> {
     let Some(app_name) = &a.app else {
         return Err(Stop::Usage("missing APP (and SEND_SPEC)".into()));
     };
-    let builder = connection(a)?;
+    let (builder, more) = connections(a)?;
 
     let cwd = std::env::current_dir().map_err(|e| fatal(format!("current directory: {e}")))?;
     let mut sys_path = a.pythonpath.clone();
@@ -811,28 +862,32 @@ fn serve(a: &Args) -> Result<(), Stop> {
     })?;
     if a.check_config {
         let (send, recv) = builder.specs().map_err(fatal)?;
+        let mut also = String::new();
+        for (what, b) in &more {
+            let (s, r) = b.specs().map_err(|e| fatal(format!("{what}: {e}")))?;
+            also.push_str(&format!("; also from {s}, replying to {r}"));
+        }
         println!(
             "m2wsgi: the configuration is valid and {app_name} loads; it would take requests \
-             from {send} and reply to {recv}"
+             from {send} and reply to {recv}{also}"
         );
         let _ = std::io::stdout().flush();
         return Ok(());
     }
 
-    let more = a
-        .also
-        .iter()
-        .map(|pair| {
-            let (send, recv) = match pair.split_once(',') {
-                Some((s, r)) => (s, Some(r)),
-                None => (pair.as_str(), None),
-            };
-            let mut b = extra_options(a, Connection::builder(send));
-            if let Some(r) = recv {
-                b = b.recv_spec(r);
+    // A worker of a supervisor takes each server's requests from that server's device.
+    let devices = std::env::var(super::supervisor::ALSO_DEVICES_ENV).unwrap_or_default();
+    let mut devices = devices.split(',').filter(|d| !d.is_empty());
+    let more = more
+        .into_iter()
+        .map(|(what, mut b)| {
+            if worker_of_supervisor {
+                let device = devices.next().ok_or_else(|| {
+                    fatal(format!("{what}: the supervisor named no device for it"))
+                })?;
+                b = b.device(device);
             }
-            b.connect()
-                .map_err(|e| fatal(format!("--also {pair}: {e}")))
+            b.connect().map_err(|e| fatal(format!("{what}: {e}")))
         })
         .collect::<Result<Vec<_>, Stop>>()?;
     let conn = builder.connect().map_err(fatal)?;

@@ -76,6 +76,10 @@ pub(super) struct Plan {
 /// asks to be recycled (`<id>.recycle`, with `--timeout`, when most of its threads are stuck).
 pub(super) const RUN_DIR_ENV: &str = "M2WSGI_RUN_DIR";
 
+/// The environment variable naming, for a worker, the device of each `--also` server (comma
+/// separated, in the order of the options, each with the worker's identity).
+pub(super) const ALSO_DEVICES_ENV: &str = "M2WSGI_ALSO_DEVICES";
+
 /// How to start a worker: this program with these arguments (the supervisor's own command
 /// line; the worker role comes from [`WORKER_ENV`] and `M2WSGI_DEVICE`).
 #[derive(Debug, Clone)]
@@ -137,11 +141,85 @@ impl Worker {
     }
 }
 
+/// One device per Mongrel2 server, each on its own thread; every worker takes requests from
+/// all of them.
+struct Devices {
+    /// Each device's worker endpoint and its live view of the workers.
+    running: Vec<(String, crate::DeviceStatus)>,
+    threads: Vec<std::thread::JoinHandle<crate::Result<()>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Devices {
+    /// Starts a device for each `(send_spec, recv_spec)`.
+    fn start(servers: &[(SocketSpec, SocketSpec)]) -> Result<Devices, String> {
+        let mut devices = Devices {
+            running: Vec::new(),
+            threads: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        for (send, recv) in servers {
+            let device = Device::bind_with_reply(
+                &send.to_string(),
+                &recv.to_string(),
+                "tcp://127.0.0.1:*#bind",
+            )
+            .map_err(|e| format!("cannot start the device for {send}: {e}"))?;
+            devices
+                .running
+                .push((device.endpoint().to_string(), device.status()));
+            let flag = Arc::clone(&devices.stop);
+            let thread = std::thread::Builder::new()
+                .name("m2wsgi-device".into())
+                .spawn(move || device.run(&flag))
+                .map_err(|e| format!("cannot start the device thread: {e}"))?;
+            devices.threads.push(thread);
+        }
+        Ok(devices)
+    }
+
+    /// Worker `id`'s endpoint on each device (`tcp://ID@host:port`).
+    fn endpoints_for(&self, id: &str) -> Vec<String> {
+        self.running
+            .iter()
+            .map(|(ep, _)| ep.replacen("tcp://", &format!("tcp://{id}@"), 1))
+            .collect()
+    }
+
+    /// Whether every device has heard worker `id` and it is not leaving.
+    fn serving(&self, id: &str) -> bool {
+        self.running
+            .iter()
+            .all(|(_, status)| status.worker(id.as_bytes()).is_some_and(|w| !w.leaving))
+    }
+
+    /// The requests worker `id` was handed, over every device.
+    fn requests(&self, id: &str) -> u64 {
+        self.running
+            .iter()
+            .filter_map(|(_, status)| status.worker(id.as_bytes()))
+            .map(|w| w.requests)
+            .sum()
+    }
+
+    /// Stops every device and waits for it.
+    fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!("a device stopped: {e}"),
+                Err(_) => tracing::error!("a device thread panicked"),
+            }
+        }
+    }
+}
+
 /// The supervisor's state.
 struct Supervisor<'p> {
     plan: &'p Plan,
     cmd: &'p WorkerCommand,
-    endpoint: String,
+    devices: &'p Devices,
     workers: Vec<Worker>,
     next_serial: u64,
     /// Restarts owed after crashes, and when each is due.
@@ -162,8 +240,7 @@ struct Supervisor<'p> {
 /// application does not load, or workers keep dying.
 pub(super) fn supervise(
     plan: &Plan,
-    send: &SocketSpec,
-    recv: &SocketSpec,
+    servers: &[(SocketSpec, SocketSpec)],
     cmd: &WorkerCommand,
     stop: &Arc<AtomicBool>,
     reload: &Arc<AtomicBool>,
@@ -185,32 +262,19 @@ pub(super) fn supervise(
         }
         _ => None,
     };
-    let device = Device::bind_with_reply(
-        &send.to_string(),
-        &recv.to_string(),
-        "tcp://127.0.0.1:*#bind",
-    )
-    .map_err(|e| format!("cannot start the device: {e}"))?;
-    let endpoint = device.endpoint().to_string();
-    let status = device.status();
-    let device_stop = Arc::new(AtomicBool::new(false));
-    let device_thread = {
-        let flag = Arc::clone(&device_stop);
-        std::thread::Builder::new()
-            .name("m2wsgi-device".into())
-            .spawn(move || device.run(&flag))
-            .map_err(|e| format!("cannot start the device thread: {e}"))?
-    };
-    tracing::info!(
-        "supervisor (pid {}): {} worker process(es) behind a device at {endpoint}; requests from \
-         {send}, replies to {recv}",
-        std::process::id(),
-        plan.workers
-    );
+    let devices = Devices::start(servers)?;
+    for ((send, recv), (endpoint, _)) in servers.iter().zip(&devices.running) {
+        tracing::info!(
+            "supervisor (pid {}): {} worker process(es) behind a device at {endpoint}; requests \
+             from {send}, replies to {recv}",
+            std::process::id(),
+            plan.workers
+        );
+    }
     let mut sup = Supervisor {
         plan,
         cmd,
-        endpoint,
+        devices: &devices,
         workers: Vec::new(),
         next_serial: 1,
         respawns: VecDeque::new(),
@@ -220,16 +284,10 @@ pub(super) fn supervise(
         crashes: 0,
         run_dir,
     };
-    let result = sup.run(&status, stop, reload, usr1);
+    let result = sup.run(stop, reload, usr1);
     sup.shutdown();
-    device_stop.store(true, Ordering::SeqCst);
-    match device_thread.join() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!("the device stopped: {e}"),
-        Err(_) => tracing::error!("the device thread panicked"),
-    }
-    let _ = std::fs::remove_dir_all(&sup.run_dir);
-    tracing::info!(
+    let run_dir = sup.run_dir.clone();
+    let summary = format!(
         "supervisor stopped: {} crash(es); recycled {} for max-requests, {} for max-rss, {} for \
          lifetime, {} for reload, {} for stuck threads",
         sup.crashes,
@@ -239,13 +297,16 @@ pub(super) fn supervise(
         sup.recycles[3],
         sup.recycles[4]
     );
+    drop(sup);
+    devices.stop();
+    let _ = std::fs::remove_dir_all(&run_dir);
+    tracing::info!("{summary}");
     result
 }
 
 impl Supervisor<'_> {
     fn run(
         &mut self,
-        status: &crate::DeviceStatus,
         stop: &AtomicBool,
         reload: &AtomicBool,
         usr1: &AtomicBool,
@@ -266,8 +327,8 @@ impl Supervisor<'_> {
                 self.replace_all(Cause::Reload)?;
             }
             self.reap()?;
-            self.check_serving(status);
-            self.check_recycling(status)?;
+            self.check_serving();
+            self.check_recycling()?;
             let now = Instant::now();
             while self.respawns.front().is_some_and(|t| *t <= now) {
                 self.respawns.pop_front();
@@ -283,13 +344,14 @@ impl Supervisor<'_> {
         let serial = self.next_serial;
         self.next_serial += 1;
         let id = format!("w{serial}");
-        let device = self.endpoint.replacen("tcp://", &format!("tcp://{id}@"), 1);
+        let devices = self.devices.endpoints_for(&id);
         let mut command = Command::new(&self.cmd.program);
         command
             .args(&self.cmd.args)
             .arg0(format!("m2wsgi: worker {id} {}", self.cmd.title))
             .env(WORKER_ENV, &id)
-            .env("M2WSGI_DEVICE", &device);
+            .env("M2WSGI_DEVICE", &devices[0])
+            .env(ALSO_DEVICES_ENV, devices[1..].join(","));
         command.env(RUN_DIR_ENV, &self.run_dir);
         if let Some(gid) = self.cmd.gid {
             command.gid(gid);
@@ -418,20 +480,16 @@ impl Supervisor<'_> {
         Ok(())
     }
 
-    /// Marks workers the device has heard as serving; a replacement that serves retires the
+    /// Marks workers every device has heard as serving; a replacement that serves retires the
     /// worker it replaces.
-    fn check_serving(&mut self, status: &crate::DeviceStatus) {
-        let connected = status.workers();
+    fn check_serving(&mut self) {
         let mut retire = Vec::new();
         for w in &mut self.workers {
             if w.serving || w.stopping {
                 continue;
             }
             let id = w.id();
-            if connected
-                .iter()
-                .any(|c| c.id == id.as_bytes() && !c.leaving)
-            {
+            if self.devices.serving(&id) {
                 w.serving = true;
                 tracing::info!("worker {id} (pid {}) serving", w.child.id());
                 if let Some(old) = w.replaces.take() {
@@ -466,7 +524,7 @@ impl Supervisor<'_> {
     }
 
     /// Starts replacements for workers past a recycling limit.
-    fn check_recycling(&mut self, status: &crate::DeviceStatus) -> Result<(), String> {
+    fn check_recycling(&mut self) -> Result<(), String> {
         let now = Instant::now();
         let mut due = Vec::new();
         for w in &mut self.workers {
@@ -474,7 +532,7 @@ impl Supervisor<'_> {
                 continue;
             }
             let id = w.id();
-            let requests = status.worker(id.as_bytes()).map_or(0, |s| s.requests);
+            let requests = self.devices.requests(&id);
             let asked = self.run_dir.join(format!("{id}.recycle"));
             if std::fs::remove_file(&asked).is_ok() {
                 due.push((w.serial, Cause::Timeout));
