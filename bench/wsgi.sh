@@ -21,13 +21,22 @@
 #   serving HTTP itself: no Mongrel2 in its path), with per-round ratios. CPU per request
 #   counts every process of the peer (supervisor and workers).
 #
+#   With --sleep, sleep-m2wsgi-1 and sleep-m2wsgi-4 serve bench/seed/sleepy.py (1 ms of
+#   time.sleep, the GIL released, then the same answer): what more threads give an app that
+#   waits (goal: 4 threads >= 3.5x one).
+#
+#   With --profile PEER (m2wsgi-1, rust-1, ...), PEER is also run once under `perf record -g`
+#   (call graphs, 999 Hz) for --duration seconds of load, and the handler's hottest symbols
+#   (self time) and the shares of its main parts (Python, ZeroMQ, the kernel, this crate) are
+#   printed; the raw profile is kept in .bench/profile-PEER.data for `perf report -i`.
+#
 #   With --observe, m2wsgi also runs as log-m2wsgi-N (--access-log /dev/null, the default
 #   format) and metrics-m2wsgi-N (--metrics on a loopback port, scraped once after the run),
 #   measured in the same rounds, with their per-round ratios to m2wsgi-N: the cost of the
 #   access log and of the metrics.
 #
 # Usage: bench/wsgi.sh [--rounds N] [--duration SECS] [--connections C] [--no-seed] [--no-memory]
-#                      [--baseline REV] [--observe] [--workers]
+#                      [--baseline REV] [--observe] [--workers] [--sleep] [--profile PEER]
 # Goals: m2wsgi >= 3x the best of the Python m2wsgi 0.5.2, >= 0.7x raw Rust; peak RSS <= 64 MiB.
 set -euo pipefail
 
@@ -40,6 +49,8 @@ MEMORY=1
 BASELINE=""
 OBSERVE=0
 WORKERS=0
+PROFILE=""
+SLEEP=0
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --rounds) ROUNDS="$2"; shift 2 ;;
@@ -50,14 +61,18 @@ while [[ $# -gt 0 ]]; do
         --baseline) BASELINE="$2"; shift 2 ;;
         --observe) OBSERVE=1; shift ;;
         --workers) WORKERS=1; shift ;;
-        -h|--help) sed -n '2,31p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        --profile) PROFILE="$2"; shift 2 ;;
+        --sleep) SLEEP=1; shift ;;
+        -h|--help) sed -n '2,40p' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) echo "wsgi.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
 
 say() { printf '[wsgi-bench] %s\n' "$*" >&2; }
 die() { printf '[wsgi-bench] ERROR: %s\n' "$*" >&2; exit 1; }
-for tool in mongrel2 m2sh wrk curl; do
+TOOLS=(mongrel2 m2sh wrk curl)
+[[ -n "$PROFILE" ]] && TOOLS+=(perf)
+for tool in "${TOOLS[@]}"; do
     command -v "$tool" >/dev/null || die "$tool not found: run scripts/install-deps.sh"
 done
 
@@ -161,6 +176,8 @@ start_handler() { # name
                     >"$WORK/h.out" 2>&1 & ;;
         m2wsgi-*) env -u VIRTUAL_ENV "$M2WSGI" --pythonpath "$REPO/bench/seed" --num-threads "$n" \
                     --log-level warn hello:app "$SEND" "$RECV" >"$WORK/h.out" 2>&1 & ;;
+        sleep-m2wsgi-*) env -u VIRTUAL_ENV "$M2WSGI" --pythonpath "$REPO/bench/seed" --num-threads "$n" \
+                    --log-level warn sleepy:app "$SEND" "$RECV" >"$WORK/h.out" 2>&1 & ;;
         log-m2wsgi-*) env -u VIRTUAL_ENV "$M2WSGI" --pythonpath "$REPO/bench/seed" --num-threads "$n" \
                     --log-level warn --access-log /dev/null hello:app "$SEND" "$RECV" \
                     >"$WORK/h.out" 2>&1 & ;;
@@ -235,12 +252,14 @@ PEERS=(m2wsgi-1 rust-1 m2wsgi-4 rust-4)
 [[ -n "$BASELINE" ]] && PEERS+=(base-m2wsgi-1 base-rust-1 base-m2wsgi-4 base-rust-4)
 [[ "$OBSERVE" -eq 1 ]] && PEERS+=(log-m2wsgi-1 metrics-m2wsgi-1 log-m2wsgi-4 metrics-m2wsgi-4)
 [[ "$WORKERS" -eq 1 ]] && PEERS+=(m2wsgi-2 workers-m2wsgi-2 granian-2)
+[[ "$SLEEP" -eq 1 ]] && PEERS+=(sleep-m2wsgi-1 sleep-m2wsgi-4)
 declare -A RESULTS
 write_config 0
 say "hello world: ${#PEERS[@]} peers x $ROUNDS rounds, wrk -t1 -c$CONNS -d${DURATION}s, $(nproc) cores"
 declare -A CPU ROUND
 RATIO_RUST1=""; RATIO_RUST4=""; RATIO_SEED=""
 declare -A RATIO_BASE RATIO_OBS RATIO_W
+RATIO_THREADS=""; RATIO_SLEEP=""
 for round in $(seq "$ROUNDS"); do
     for p in "${PEERS[@]}"; do
         read -r r c <<<"$(measure "$p")"
@@ -263,6 +282,10 @@ for round in $(seq "$ROUNDS"); do
     if [[ "$WORKERS" -eq 1 ]]; then
         RATIO_W[one]+="$(awk -v a="${ROUND[workers-m2wsgi-2]}" -v b="${ROUND[m2wsgi-2]}" 'BEGIN {printf "%.4f", a / b}') "
         RATIO_W[granian]+="$(awk -v a="${ROUND[workers-m2wsgi-2]}" -v b="${ROUND[granian-2]}" 'BEGIN {printf "%.4f", a / b}') "
+    fi
+    RATIO_THREADS+="$(awk -v a="${ROUND[m2wsgi-4]}" -v b="${ROUND[m2wsgi-1]}" 'BEGIN {printf "%.4f", a / b}') "
+    if [[ "$SLEEP" -eq 1 ]]; then
+        RATIO_SLEEP+="$(awk -v a="${ROUND[sleep-m2wsgi-4]}" -v b="${ROUND[sleep-m2wsgi-1]}" 'BEGIN {printf "%.4f", a / b}') "
     fi
     RATIO_RUST1+="$(awk -v a="${ROUND[m2wsgi-1]}" -v b="${ROUND[rust-1]}" 'BEGIN {printf "%.4f", a / b}') "
     RATIO_RUST4+="$(awk -v a="${ROUND[m2wsgi-4]}" -v b="${ROUND[rust-4]}" 'BEGIN {printf "%.4f", a / b}') "
@@ -291,6 +314,10 @@ if [[ "$SEED" -eq 1 ]]; then
 fi
 echo "m2wsgi-1 / rust-1:        $(ratio "${MED[m2wsgi-1]}" "${MED[rust-1]}")x | $(med_ratio "$RATIO_RUST1")x   (goal >= 0.7)"
 echo "m2wsgi-4 / rust-4:        $(ratio "${MED[m2wsgi-4]}" "${MED[rust-4]}")x | $(med_ratio "$RATIO_RUST4")x   (goal >= 0.7)"
+echo "m2wsgi-4 / m2wsgi-1:      $(ratio "${MED[m2wsgi-4]}" "${MED[m2wsgi-1]}")x | $(med_ratio "$RATIO_THREADS")x   (goal >= 1.0: threads never slower)"
+if [[ "$SLEEP" -eq 1 ]]; then
+    echo "sleep-m2wsgi-4 / sleep-m2wsgi-1: $(ratio "${MED[sleep-m2wsgi-4]}" "${MED[sleep-m2wsgi-1]}")x | $(med_ratio "$RATIO_SLEEP")x   (goal >= 3.5: an app that waits)"
+fi
 if [[ -n "$BASELINE" ]]; then
     for q in m2wsgi-1 rust-1 m2wsgi-4 rust-4; do
         printf '%-26s %sx | %sx   (goal >= 1, within noise)\n' "$q / base-$q ($BASELINE):" \
@@ -308,6 +335,36 @@ if [[ "$WORKERS" -eq 1 ]]; then
     echo "workers-m2wsgi-2 / granian-2: $(ratio "${MED[workers-m2wsgi-2]}" "${MED[granian-2]}")x | $(med_ratio "${RATIO_W[granian]}")x   (granian serves HTTP itself)"
 fi
 echo "($(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
+
+if [[ -n "$PROFILE" ]]; then
+    echo
+    say "profile: $PROFILE under perf record -g for ${DURATION}s of wrk -c$CONNS"
+    mkdir -p "$REPO/.bench"
+    DATA="$REPO/.bench/profile-$PROFILE.data"
+    start_m2
+    start_handler "$PROFILE"
+    wrk -t1 -c"$CONNS" -d2s "$URL" >/dev/null 2>&1 || true   # warm-up
+    perf record -q -F 999 -g -o "$DATA" -p "$HPID" -- sleep "$DURATION" >/dev/null 2>&1 &
+    PERF=$!
+    wrk -t1 -c"$CONNS" -d"${DURATION}s" "$URL" >/dev/null 2>&1 || true
+    wait "$PERF" || true
+    stop_handler
+    stop_m2
+    REPORT="$(perf report -i "$DATA" --no-children --sort dso,symbol --stdio 2>/dev/null \
+        | grep -E '^ +[0-9.]+%' || true)"
+    echo "hottest symbols (self time):"
+    head -25 <<<"$REPORT"
+    echo "by part (self time, % of the handler's samples):"
+    awk '{ pct = $1; sub("%", "", pct); dso = $2
+           part = "other"
+           if (dso ~ /python|libpython/) part = "Python"
+           else if (dso ~ /kernel/) part = "kernel"
+           else if (dso ~ /libc|ld-linux/) part = "libc"
+           else if ($0 ~ /zmq|zmq_|ypipe|mailbox|signaler/) part = "ZeroMQ"
+           else if (dso ~ /m2wsgi|hello/) part = "m2wsgi (Rust)"
+           sum[part] += pct }
+         END { for (p in sum) printf "  %-14s %5.1f %%\n", p, sum[p] }' <<<"$REPORT" | sort -k2 -nr
+fi
 
 if [[ "$MEMORY" -eq 1 ]]; then
     echo

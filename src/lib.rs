@@ -131,7 +131,7 @@ pub use transport::{Connection, ConnectionBuilder, Device, DeviceStatus, WorkerS
 pub use upload::{StreamLimits, UploadPolicy, UploadRefusal};
 #[cfg(feature = "runtime")]
 #[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
-pub use worker::Worker;
+pub use worker::{NotReady, Worker};
 #[cfg(feature = "runtime")]
 #[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
 pub use {

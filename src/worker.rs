@@ -21,6 +21,10 @@ struct Queue {
     closing: bool,
     /// Workers waiting in `Worker::next`.
     idle: usize,
+    /// The wake-up signals of the workers waiting in `Worker::next`, the most recently idle
+    /// last: a new job wakes that one, so when one thread can keep up, the same thread takes
+    /// request after request (its caches stay warm, and a WSGI server's GIL stays put).
+    waiting: Vec<Arc<Condvar>>,
 }
 
 /// What the dispatcher and the workers share: the queue of jobs for idle workers, and the
@@ -30,7 +34,6 @@ pub(crate) struct Shared {
     /// The connections the jobs come from (told how many requests could start).
     conns: Vec<Connection>,
     queue: Mutex<Queue>,
-    ready: Condvar,
     live_workers: Mutex<usize>,
     done: Condvar,
     stats: Arc<Stats>,
@@ -42,7 +45,6 @@ impl Shared {
             conns,
             stats,
             queue: Mutex::new(Queue::default()),
-            ready: Condvar::new(),
             live_workers: Mutex::new(0),
             done: Condvar::new(),
         }
@@ -59,19 +61,25 @@ impl Shared {
         }
     }
 
-    /// Hands a job for a connection nobody owns to the next idle worker.
+    /// Hands a job for a connection nobody owns to the most recently idle worker.
     pub(crate) fn enqueue(&self, st: Arc<ConnState>, job: Job) {
         let mut q = self.queue.lock();
         q.jobs.push_back((st, job));
         self.report(&q);
+        let wake = q.waiting.pop();
         drop(q);
-        self.ready.notify_one();
+        if let Some(w) = wake {
+            w.notify_one();
+        }
     }
 
     /// No more jobs will come: workers empty the queue, then their `next` returns `None`.
     pub(crate) fn close(&self) {
-        self.queue.lock().closing = true;
-        self.ready.notify_all();
+        let mut q = self.queue.lock();
+        q.closing = true;
+        for w in q.waiting.drain(..) {
+            w.notify_one();
+        }
     }
 
     /// A worker thread for `shared`, numbered `index`. Counted live until it is dropped.
@@ -81,6 +89,7 @@ impl Shared {
             shared: Arc::clone(shared),
             current: None,
             index,
+            wake: Arc::new(Condvar::new()),
         }
     }
 
@@ -102,6 +111,8 @@ pub struct Worker {
     /// The connection this worker owns right now.
     current: Option<Arc<ConnState>>,
     index: usize,
+    /// What wakes this worker when a job comes while it waits.
+    wake: Arc<Condvar>,
 }
 
 impl Worker {
@@ -126,20 +137,26 @@ impl Drop for Worker {
     }
 }
 
-/// `Worker` is an iterator of requests: `for req in worker { ... }`.
-impl Iterator for Worker {
-    type Item = Request;
+impl Worker {
+    /// Like [`next`](Iterator::next), without waiting: `Err(NotReady)` when no request is
+    /// ready now and the server is not shutting down. A thread that must give something up to
+    /// wait (a WSGI worker its hold on Python) calls this first and waits only when it has to.
+    ///
+    /// # Errors
+    /// [`NotReady`] when nothing is ready.
+    pub fn try_next(&mut self) -> Result<Option<Request>, NotReady> {
+        self.take(false)
+    }
 
-    /// Blocks until the next message for this worker, or returns `None` once the server is
-    /// shutting down and the queue is empty. Calling it again means the previous request's
-    /// handler has returned: later messages for the same client come to this worker first.
-    fn next(&mut self) -> Option<Request> {
+    /// The next request: this worker's connection's next message first, then the queue;
+    /// waits for one when `wait`, else `Err(NotReady)` when there is none.
+    fn take(&mut self, wait: bool) -> Result<Option<Request>, NotReady> {
         if let Some(st) = self.current.take() {
             let mut g = st.lock();
             if let Some(job) = g.pending.pop_front() {
                 g.answering = false;
                 drop(g);
-                return Some(self.make(st, job));
+                return Ok(Some(self.make(st, job)));
             }
             g.busy = false;
         }
@@ -150,14 +167,38 @@ impl Iterator for Worker {
                 q.idle -= 1;
                 self.shared.report(&q);
                 drop(q);
-                return Some(self.make(st, job));
+                return Ok(Some(self.make(st, job)));
             }
             if q.closing {
                 q.idle -= 1;
-                return None;
+                return Ok(None);
+            }
+            if !wait {
+                q.idle -= 1;
+                return Err(NotReady);
             }
             self.shared.report(&q);
-            self.shared.ready.wait_for(&mut q, POLL);
+            q.waiting.push(Arc::clone(&self.wake));
+            self.wake.wait_for(&mut q, POLL);
+            // Woken by a job (and taken off the list), or timed out (still on it).
+            let me = Arc::as_ptr(&self.wake);
+            q.waiting.retain(|w| Arc::as_ptr(w) != me);
         }
+    }
+}
+
+/// [`Worker::try_next`] found no request ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotReady;
+
+/// `Worker` is an iterator of requests: `for req in worker { ... }`.
+impl Iterator for Worker {
+    type Item = Request;
+
+    /// Blocks until the next message for this worker, or returns `None` once the server is
+    /// shutting down and the queue is empty. Calling it again means the previous request's
+    /// handler has returned: later messages for the same client come to this worker first.
+    fn next(&mut self) -> Option<Request> {
+        self.take(true).ok().flatten()
     }
 }

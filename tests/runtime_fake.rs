@@ -291,3 +291,32 @@ fn server_stats_show_the_queue_and_the_workers() {
     stop.shutdown();
     thread.join().unwrap().unwrap();
 }
+
+/// With several worker threads and one request at a time, the next request goes to the thread
+/// that became idle last: the same thread serves them (a pool that woke the longest-idle thread
+/// would rotate over all four).
+#[test]
+fn one_request_at_a_time_stays_on_one_thread() {
+    let m2 = FakeMongrel2::new();
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let _server = InProcess::start(connect(&m2), 4, move |req| {
+        tx.lock()
+            .unwrap()
+            .send(std::thread::current().id())
+            .unwrap();
+        hello(req);
+    });
+    let mut threads = Vec::new();
+    for conn in 1..=20 {
+        m2.send_request(&RequestBuilder::get("/same").conn_id(conn));
+        m2.read_response(conn, T).expect("a response");
+        threads.push(rx.recv_timeout(T).unwrap());
+    }
+    let most = threads
+        .iter()
+        .map(|t| threads.iter().filter(|u| *u == t).count())
+        .max()
+        .unwrap();
+    assert!(most >= 15, "requests spread over the threads: {threads:?}");
+}

@@ -1,5 +1,5 @@
 //! The access log: one line per request in gunicorn's format, written by the worker threads
-//! (without the GIL) into a shared buffer that goes to the file when it fills and at least
+//! (in Rust, touching no Python object) into a shared buffer that goes to the file when it fills and at least
 //! once a second, and reopened on SIGUSR1 for logrotate.
 
 mod format;

@@ -1,6 +1,6 @@
 //! What the worker threads record per request for the access log and the metrics: taken when a
-//! worker gets a request, finished (line written, counters added) without the GIL just before
-//! it asks for the next one.
+//! worker gets a request, finished (line written, counters added, in Rust) just before it asks
+//! for the next one.
 //!
 //! With neither the access log nor metrics, a worker has no [`Observer`] and pays one branch per
 //! step.
@@ -135,7 +135,7 @@ impl Observer<'_> {
             .is_some_and(|l| l.log.format.needs_response_headers())
     }
 
-    /// The current request is over: its line and its counters. Call without the GIL.
+    /// The current request is over: its line and its counters. Touches no Python object.
     pub(crate) fn finish(&mut self) {
         let Some(c) = self.current.take() else { return };
         let elapsed = c.taken.elapsed();

@@ -246,15 +246,22 @@ fn run_worker(shared: &Shared, mut worker: Worker) {
             w.clock(index, ident)
         });
         loop {
-            // The GIL is released while waiting for work, and while the last request's log
-            // line and counters are written.
-            let next = py.detach(|| {
-                if let Some(o) = &mut obs {
-                    o.finish();
-                }
-                let req = worker.next()?;
-                Some((req, obs.is_some().then(Instant::now)))
-            });
+            // The last request's log line and counters are written, then the next request is
+            // taken. The GIL is released only when there is none yet: a thread that keeps up
+            // keeps the GIL from request to request, instead of handing it to another thread
+            // (a switch of threads) twice per request.
+            if let Some(o) = &mut obs {
+                o.finish();
+            }
+            let timed = obs.is_some();
+            let next = match worker.try_next() {
+                Ok(next) => next.map(|r| (r, timed.then(Instant::now))),
+                // `taken` is read before the GIL is: the wait for it is a metric.
+                Err(crate::NotReady) => py.detach(|| {
+                    let req = worker.next()?;
+                    Some((req, timed.then(Instant::now)))
+                }),
+            };
             let Some((req, taken)) = next else {
                 break;
             };
