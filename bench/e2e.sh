@@ -16,7 +16,12 @@
 #   start_NAME     starts its processes in the background with `spawn LOGNAME cmd...`; they
 #                  connect to ${SEND[NAME]} / ${RECV[NAME]} with ident ${IDENT[NAME]}
 #   url_NAME       prints the URL wrk should load
+#   size_NAME      (optional) the body size its URL answers with, when not "Hello, world!"
 # Everything spawned is killed on exit.
+#
+# Large responses: TARGETS="dir1m hello1m wsgi1m" compares a 1 MiB response from Mongrel2's
+# own file server, the raw handler (examples/hello --body-bytes) and the WSGI bridge
+# (bench/seed/big.py); CONNS=8 suits them.
 #
 # Needs: mongrel2, m2sh, wrk, curl, cargo. Runs as root (Mongrel2 chroots into its directory).
 set -euo pipefail
@@ -91,10 +96,32 @@ start_wsgi() {
 }
 url_wsgi() { echo "http://127.0.0.1:$PORT/wsgi"; }
 
+# 1 MiB responses: Mongrel2's file server, the raw handler, the WSGI bridge.
+MIB=1048576
+declare_dir1m() { :; }
+start_dir1m() { :; }
+url_dir1m() { echo "http://127.0.0.1:$PORT/static/big.bin"; }
+size_dir1m() { echo "$MIB"; }
+declare_hello1m() { add_handler hello1m /hello1m; }
+start_hello1m() {
+    spawn hello1m env M2WSGI_LOG=warn "$HELLO_BIN" "${SEND[hello1m]}" "${RECV[hello1m]}" \
+        --send-ident "${IDENT[hello1m]}" --workers "$WORKERS" --body-bytes "$MIB"
+}
+url_hello1m() { echo "http://127.0.0.1:$PORT/hello1m"; }
+size_hello1m() { echo "$MIB"; }
+declare_wsgi1m() { add_handler wsgi1m /wsgi1m; }
+start_wsgi1m() {
+    spawn wsgi1m env -u VIRTUAL_ENV "$M2WSGI_BIN" --log-level warn --num-threads "$WORKERS" \
+        --pythonpath "$REPO/bench/seed" --send-ident "${IDENT[wsgi1m]}" \
+        big:app "${SEND[wsgi1m]}" "${RECV[wsgi1m]}"
+}
+url_wsgi1m() { echo "http://127.0.0.1:$PORT/wsgi1m"; }
+size_wsgi1m() { echo "$MIB"; }
+
 # ---------------------------------------------------------------- build and configure
 echo "== building examples/hello (release)"
 cargo build --release --example hello -q
-if [[ " $TARGETS " == *" wsgi "* ]]; then
+if [[ " $TARGETS " == *" wsgi"* ]]; then
     echo "== building m2wsgi (release, --features wsgi)"
     PYO3_PYTHON="$(bash scripts/python.sh)" cargo build --release --features wsgi --bin m2wsgi -q
 fi
@@ -104,6 +131,7 @@ for t in $TARGETS; do "declare_$t"; done
 
 mkdir -p "$WORK"/{logs,run,tmp,static}
 printf 'Hello, world!' >"$WORK/static/hello.txt"
+head -c 1048576 /dev/zero | tr '\0' 'x' >"$WORK/static/big.bin"
 {
     routes="'/static/': Dir(base='static/', index_file='index.html', default_ctype='text/plain')"
     for h in "${HANDLERS[@]}"; do
@@ -130,10 +158,13 @@ for t in $TARGETS; do
     url="$("url_$t")"
     ok=
     for _ in $(seq 100); do
-        if [[ "$(curl -s --noproxy '*' --max-time 2 "$url")" == "Hello, world!" ]]; then ok=1; break; fi
+        if declare -F "size_$t" >/dev/null; then
+            got="$(curl -s --noproxy '*' --max-time 5 -o /dev/null -w '%{http_code} %{size_download}' "$url" || true)"
+            if [[ "$got" == "200 $("size_$t")" ]]; then ok=1; break; fi
+        elif [[ "$(curl -s --noproxy '*' --max-time 2 "$url")" == "Hello, world!" ]]; then ok=1; break; fi
         sleep 0.1
     done
-    [[ -n "$ok" ]] || { echo "bench: target $t ($url) does not answer Hello, world!" >&2; tail -5 "$WORK"/*.log >&2; exit 1; }
+    [[ -n "$ok" ]] || { echo "bench: target $t ($url) does not answer as expected" >&2; tail -5 "$WORK"/*.log >&2; exit 1; }
 done
 
 # ---------------------------------------------------------------- measure
@@ -170,7 +201,9 @@ for r in $(seq "$ROUNDS"); do
     done
     # Each round measures every target back to back: its ratios are the least noisy figure.
     for t in $TARGETS; do
-        RATIOS[$t]+="$(awk -v a="${ROUND_RPS[$t]}" -v b="${ROUND_RPS[dir]:-0}" 'BEGIN { if (b > 0) printf "%.4f", a / b }') "
+        # Against Mongrel2's file server for the same size (dir1m for the *1m targets).
+        base=dir; [[ "$t" == *1m ]] && base=dir1m
+        RATIOS[$t]+="$(awk -v a="${ROUND_RPS[$t]}" -v b="${ROUND_RPS[$base]:-0}" 'BEGIN { if (b > 0) printf "%.4f", a / b }') "
     done
 done
 

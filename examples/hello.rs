@@ -43,6 +43,10 @@ struct Args {
     /// Honour `?sleep=MS` (at most 10 s) before answering: a slow request on demand.
     #[arg(long)]
     allow_sleep: bool,
+    /// Answer with a body of this many bytes (`x` repeated) instead of `Hello, world!`: for
+    /// benchmarks of large responses.
+    #[arg(long, value_name = "N")]
+    body_bytes: Option<usize>,
     /// Make every answer this slow (a worker that lags behind the others).
     #[arg(long, value_name = "MS", default_value_t = 0)]
     delay_ms: u64,
@@ -58,6 +62,9 @@ fn main() -> m2wsgi::Result<()> {
     let workers = args.handler.workers.unwrap_or(4);
     let allow_sleep = args.allow_sleep;
     let delay = Duration::from_millis(args.delay_ms);
+    let body = args
+        .body_bytes
+        .map_or_else(|| b"Hello, world!".to_vec(), |n| vec![b'x'; n]);
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     tracing::info!("hello: {workers} workers, replying to {}", conn.recv_spec());
@@ -79,7 +86,7 @@ fn main() -> m2wsgi::Result<()> {
                 }
                 std::thread::sleep(Duration::from_millis(ms.min(10_000)));
             }
-            if let Err(e) = req.reply_http(StatusCode::OK, &headers, b"Hello, world!") {
+            if let Err(e) = req.reply_http(StatusCode::OK, &headers, &body) {
                 tracing::warn!("reply failed: {e}");
             }
         })?;
