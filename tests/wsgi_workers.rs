@@ -48,6 +48,19 @@ fn assert_hello(m2: &Mongrel2) {
 }
 
 /// SIGTERM, and the process exits 0.
+/// Waits until the supervisor logged that each of `ids` left.
+fn wait_left(sup: &Proc, ids: &[&str]) {
+    assert!(
+        wait_until(T, || {
+            let log = sup.log();
+            ids.iter()
+                .all(|id| log.contains(&format!("worker {id} left")))
+        }),
+        "{}",
+        sup.log()
+    );
+}
+
 fn stop_ok(p: &mut Proc) {
     p.signal("TERM");
     let st = p.wait_exit(T).expect("did not exit");
@@ -159,14 +172,7 @@ fn sighup_and_max_requests_replace_workers_without_losing_a_request() {
     assert!(wait_until(T, || load.answered() >= 100));
     // Reload: every worker replaced (w3, w4 take over; w1, w2 leave).
     sup.signal("HUP");
-    assert!(
-        wait_until(T, || {
-            let log = sup.log();
-            log.contains("worker w1 left") && log.contains("worker w2 left")
-        }),
-        "{}",
-        sup.log()
-    );
+    wait_left(&sup, &["w1", "w2"]);
     // Past 300-350 requests each, workers are recycled for max-requests.
     assert!(
         wait_until(T, || sup.log().contains("(max-requests)")),
@@ -377,14 +383,7 @@ fn worker_processes_serve_two_mongrel2_servers() {
     echo_through_both(&a, &b, &sup, "before");
     // Reload: w3 and w4 serve only once both devices have heard them; w1 and w2 then leave.
     sup.signal("HUP");
-    assert!(
-        wait_until(T, || {
-            let log = sup.log();
-            log.contains("worker w1 left") && log.contains("worker w2 left")
-        }),
-        "{}",
-        sup.log()
-    );
+    wait_left(&sup, &["w1", "w2"]);
     echo_through_both(&a, &b, &sup, "after");
     stop_ok(&mut sup);
 }
