@@ -79,21 +79,26 @@ url_dir() { echo "http://127.0.0.1:$PORT/static/hello.txt"; }
 
 HELLO_BIN="$REPO/target/release/examples/hello"
 declare_hello() { add_handler hello /hello; }
-start_hello() {
-    spawn hello env M2WSGI_LOG=warn "$HELLO_BIN" "${SEND[hello]}" "${RECV[hello]}" \
-        --send-ident "${IDENT[hello]}" --workers "$WORKERS" --allow-sleep
+# run_hello NAME ARGS...: the raw handler as target NAME.
+run_hello() {
+    local name="$1"; shift
+    spawn "$name" env M2WSGI_LOG=warn "$HELLO_BIN" "${SEND[$name]}" "${RECV[$name]}" \
+        --send-ident "${IDENT[$name]}" --workers "$WORKERS" "$@"
 }
+start_hello() { run_hello hello --allow-sleep; }
 url_hello() { echo "http://127.0.0.1:$PORT/hello"; }
 
 # The WSGI bridge: bench/seed/hello.py (the same 13 bytes) under the m2wsgi command, with
 # $WORKERS threads. (bench/wsgi.sh compares it with the Python m2wsgi 0.5.2 and the raw handler.)
 M2WSGI_BIN="$REPO/target/release/m2wsgi"
 declare_wsgi() { add_handler wsgi /wsgi; }
-start_wsgi() {
-    spawn wsgi env -u VIRTUAL_ENV "$M2WSGI_BIN" --log-level warn --num-threads "$WORKERS" \
-        --pythonpath "$REPO/bench/seed" --send-ident "${IDENT[wsgi]}" \
-        hello:app "${SEND[wsgi]}" "${RECV[wsgi]}"
+# run_wsgi NAME APP: the m2wsgi command serving APP (from bench/seed) as target NAME.
+run_wsgi() {
+    spawn "$1" env -u VIRTUAL_ENV "$M2WSGI_BIN" --log-level warn --num-threads "$WORKERS" \
+        --pythonpath "$REPO/bench/seed" --send-ident "${IDENT[$1]}" \
+        "$2" "${SEND[$1]}" "${RECV[$1]}"
 }
+start_wsgi() { run_wsgi wsgi hello:app; }
 url_wsgi() { echo "http://127.0.0.1:$PORT/wsgi"; }
 
 # 1 MiB responses: Mongrel2's file server, the raw handler, the WSGI bridge.
@@ -103,18 +108,11 @@ start_dir1m() { :; }
 url_dir1m() { echo "http://127.0.0.1:$PORT/static/big.bin"; }
 size_dir1m() { echo "$MIB"; }
 declare_hello1m() { add_handler hello1m /hello1m; }
-start_hello1m() {
-    spawn hello1m env M2WSGI_LOG=warn "$HELLO_BIN" "${SEND[hello1m]}" "${RECV[hello1m]}" \
-        --send-ident "${IDENT[hello1m]}" --workers "$WORKERS" --body-bytes "$MIB"
-}
+start_hello1m() { run_hello hello1m --body-bytes "$MIB"; }
 url_hello1m() { echo "http://127.0.0.1:$PORT/hello1m"; }
 size_hello1m() { echo "$MIB"; }
 declare_wsgi1m() { add_handler wsgi1m /wsgi1m; }
-start_wsgi1m() {
-    spawn wsgi1m env -u VIRTUAL_ENV "$M2WSGI_BIN" --log-level warn --num-threads "$WORKERS" \
-        --pythonpath "$REPO/bench/seed" --send-ident "${IDENT[wsgi1m]}" \
-        big:app "${SEND[wsgi1m]}" "${RECV[wsgi1m]}"
-}
+start_wsgi1m() { run_wsgi wsgi1m big:app; }
 url_wsgi1m() { echo "http://127.0.0.1:$PORT/wsgi1m"; }
 size_wsgi1m() { echo "$MIB"; }
 
