@@ -19,6 +19,14 @@
 #   size_NAME      (optional) the body size its URL answers with, when not "Hello, world!"
 # Everything spawned is killed on exit.
 #
+#   check_NAME     (optional) succeeds when the target answers as it should
+#   wrkargs_NAME   (optional) more wrk arguments (a script that POSTs, say)
+#
+# Uploads: TARGETS="uprust upwsgi" POSTs 10 MiB bodies through Mongrel2's async upload (a temp
+# file) to the raw handler (examples/upload: reads the body in 64 KiB pieces, answers its
+# CRC-32) and to the bridge (bench/seed/upload_app.py: the same over wsgi.input); upwsgi is
+# compared with uprust. CONNS=4 suits them.
+#
 # Large responses: TARGETS="dir1m hello1m wsgi1m" compares a 1 MiB response from Mongrel2's
 # own file server, the raw handler (examples/hello --body-bytes) and the WSGI bridge
 # (bench/seed/big.py); CONNS=8 suits them.
@@ -116,9 +124,47 @@ start_wsgi1m() { run_wsgi wsgi1m big:app; }
 url_wsgi1m() { echo "http://127.0.0.1:$PORT/wsgi1m"; }
 size_wsgi1m() { echo "$MIB"; }
 
+# 10 MiB uploads (async upload: upload.temp_store is set below for every target; smaller bodies
+# are not affected).
+UP_BYTES=10485760
+UPLOAD_BIN="$REPO/target/release/examples/upload"
+post_check() { # URL: the answer to one 10 MiB POST is its size and CRC-32
+    [[ "$(curl -s --noproxy '*' --max-time 20 -H 'Expect:' --data-binary @"$WORK/up.bin" "$1")" \
+        == "size=$UP_BYTES crc32=$UP_CRC" ]]
+}
+declare_uprust() { add_handler uprust /uprust; }
+start_uprust() {
+    spawn uprust env M2WSGI_LOG=warn "$UPLOAD_BIN" "${SEND[uprust]}" "${RECV[uprust]}" \
+        --send-ident "${IDENT[uprust]}" --workers "$WORKERS" --upload-dir /tmp --chroot "$WORK"
+}
+url_uprust() { echo "http://127.0.0.1:$PORT/uprust"; }
+check_uprust() { post_check "$(url_uprust)"; }
+wrkargs_uprust() { echo "-s $WORK/post.lua"; }
+declare_upwsgi() { add_handler upwsgi /upwsgi; }
+start_upwsgi() {
+    spawn upwsgi env -u VIRTUAL_ENV "$M2WSGI_BIN" --log-level warn --num-threads "$WORKERS" \
+        --pythonpath "$REPO/bench/seed" --send-ident "${IDENT[upwsgi]}" --upload-dir /tmp \
+        --mongrel2-chroot "$WORK" upload_app:app "${SEND[upwsgi]}" "${RECV[upwsgi]}"
+}
+url_upwsgi() { echo "http://127.0.0.1:$PORT/upwsgi"; }
+check_upwsgi() { post_check "$(url_upwsgi)"; }
+wrkargs_upwsgi() { echo "-s $WORK/post.lua"; }
+declare_upread() { add_handler upread /upread; }
+start_upread() {
+    spawn upread env -u VIRTUAL_ENV "$M2WSGI_BIN" --log-level warn --num-threads "$WORKERS" \
+        --pythonpath "$REPO/bench/seed" --send-ident "${IDENT[upread]}" --upload-dir /tmp \
+        --mongrel2-chroot "$WORK" upload_app:app "${SEND[upread]}" "${RECV[upread]}"
+}
+url_upread() { echo "http://127.0.0.1:$PORT/upread?crc=0"; }
+check_upread() {
+    [[ "$(curl -s --noproxy '*' --max-time 20 -H 'Expect:' --data-binary @"$WORK/up.bin" \
+        "$(url_upread)")" == "size=$UP_BYTES crc32=00000000" ]]
+}
+wrkargs_upread() { echo "-s $WORK/post.lua"; }
+
 # ---------------------------------------------------------------- build and configure
 echo "== building examples/hello (release)"
-cargo build --release --example hello -q
+cargo build --release --example hello --example upload -q
 if [[ " $TARGETS " == *" wsgi"* ]]; then
     echo "== building m2wsgi (release, --features wsgi)"
     PYO3_PYTHON="$(bash scripts/python.sh)" cargo build --release --features wsgi --bin m2wsgi -q
@@ -130,6 +176,15 @@ for t in $TARGETS; do "declare_$t"; done
 mkdir -p "$WORK"/{logs,run,tmp,static}
 printf 'Hello, world!' >"$WORK/static/hello.txt"
 head -c 1048576 /dev/zero | tr '\0' 'x' >"$WORK/static/big.bin"
+head -c "$UP_BYTES" /dev/urandom >"$WORK/up.bin"
+UP_CRC="$(python3 -c 'import sys, zlib; print("%08x" % zlib.crc32(open(sys.argv[1], "rb").read()))' "$WORK/up.bin")"
+cat >"$WORK/post.lua" <<LUA
+local f = io.open("$WORK/up.bin", "rb")
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/octet-stream"
+LUA
 {
     routes="'/static/': Dir(base='static/', index_file='index.html', default_ctype='text/plain')"
     for h in "${HANDLERS[@]}"; do
@@ -140,7 +195,7 @@ head -c 1048576 /dev/zero | tr '\0' 'x' >"$WORK/static/big.bin"
     echo "    access_log='/logs/access.log', error_log='/logs/error.log', pid_file='/run/mongrel2.pid',"
     echo "    control_port='ipc://run/control', default_host='localhost',"
     echo "    hosts=[Host(name='localhost', routes={$routes})])"
-    echo "settings = {'server.daemonize': 0, 'limits.min_ping': 0}"
+    echo "settings = {'server.daemonize': 0, 'limits.min_ping': 0, 'upload.temp_store': '/tmp/upload.XXXXXX'}"
     echo "servers = [main]"
 } >"$WORK/mongrel2.conf"
 (cd "$WORK" && LOGNAME="${LOGNAME:-root}" m2sh load -config mongrel2.conf -db config.sqlite >/dev/null)
@@ -156,7 +211,9 @@ for t in $TARGETS; do
     url="$("url_$t")"
     ok=
     for _ in $(seq 100); do
-        if declare -F "size_$t" >/dev/null; then
+        if declare -F "check_$t" >/dev/null; then
+            if "check_$t"; then ok=1; break; fi
+        elif declare -F "size_$t" >/dev/null; then
             got="$(curl -s --noproxy '*' --max-time 5 -o /dev/null -w '%{http_code} %{size_download}' "$url" || true)"
             if [[ "$got" == "200 $("size_$t")" ]]; then ok=1; break; fi
         elif [[ "$(curl -s --noproxy '*' --max-time 2 "$url")" == "Hello, world!" ]]; then ok=1; break; fi
@@ -192,7 +249,9 @@ declare -A RPS P50 P99 ERRS ROUND_RPS RATIOS
 echo "== $ROUNDS rounds of wrk -t$THREADS -c$CONNS -d$DURATION, targets interleaved: $TARGETS"
 for r in $(seq "$ROUNDS"); do
     for t in $TARGETS; do
-        read -r rps p50 p99 errs < <(run_wrk "$("url_$t")" -t"$THREADS" -c"$CONNS" -d"$DURATION")
+        extra=()
+        declare -F "wrkargs_$t" >/dev/null && read -r -a extra <<<"$("wrkargs_$t")"
+        read -r rps p50 p99 errs < <(run_wrk "$("url_$t")" -t"$THREADS" -c"$CONNS" -d"$DURATION" "${extra[@]}")
         printf '   round %d  %-12s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms\n' "$r" "$t" "$rps" "$p50" "$p99"
         RPS[$t]+="$rps "; P50[$t]+="$p50 "; P99[$t]+="$p99 "; ERRS[$t]=$(( ${ERRS[$t]:-0} + errs ))
         ROUND_RPS[$t]="$rps"
@@ -200,7 +259,7 @@ for r in $(seq "$ROUNDS"); do
     # Each round measures every target back to back: its ratios are the least noisy figure.
     for t in $TARGETS; do
         # Against Mongrel2's file server for the same size (dir1m for the *1m targets).
-        base=dir; [[ "$t" == *1m ]] && base=dir1m
+        base=dir; [[ "$t" == *1m ]] && base=dir1m; [[ "$t" == up* ]] && base=uprust
         RATIOS[$t]+="$(awk -v a="${ROUND_RPS[$t]}" -v b="${ROUND_RPS[$base]:-0}" 'BEGIN { if (b > 0) printf "%.4f", a / b }') "
     done
 done
