@@ -60,16 +60,34 @@ impl Body {
     }
 }
 
+impl Body {
+    /// The bytes still to come, when known (a body in the message or in a temp file).
+    pub(crate) fn remaining(&self) -> Option<u64> {
+        match &self.kind {
+            BodyKind::Inline(c) => Some((c.get_ref().len() as u64).saturating_sub(c.position())),
+            BodyKind::File(f) => Some(f.limit()),
+            BodyKind::Stream(_) => None,
+        }
+    }
+}
+
 impl Read for Body {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let n = {
-            let avail = self.fill_buf()?;
-            let n = avail.len().min(out.len());
-            out[..n].copy_from_slice(&avail[..n]);
-            n
-        };
-        self.consume(n);
-        Ok(n)
+        match &mut self.kind {
+            // A large read of a temp file goes past the reader's buffer, straight into `out`.
+            BodyKind::Inline(c) => c.read(out),
+            BodyKind::File(f) => f.read(out),
+            BodyKind::Stream(_) => {
+                let n = {
+                    let avail = self.fill_buf()?;
+                    let n = avail.len().min(out.len());
+                    out[..n].copy_from_slice(&avail[..n]);
+                    n
+                };
+                self.consume(n);
+                Ok(n)
+            }
+        }
     }
 }
 
@@ -112,5 +130,32 @@ impl StreamBody {
             }
         }
         Ok(&self.current)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn remaining_counts_down_for_inline_and_file_bodies() {
+        let mut inline = Body::inline(Bytes::from_static(b"hello world"));
+        let mut buf = [0u8; 5];
+        assert_eq!(inline.remaining(), Some(11));
+        inline.read_exact(&mut buf).unwrap();
+        assert_eq!((&buf, inline.remaining()), (b"hello", Some(6)));
+
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&[7u8; 200_000]).unwrap();
+        io::Seek::rewind(&mut f).unwrap();
+        // A declared length shorter than the file: only that much is read.
+        let mut file = Body::file(f, 150_000);
+        let mut big = vec![0u8; 100_000];
+        file.read_exact(&mut big).unwrap();
+        assert_eq!(file.remaining(), Some(50_000));
+        let mut rest = Vec::new();
+        file.read_to_end(&mut rest).unwrap();
+        assert_eq!((rest.len(), file.remaining()), (50_000, Some(0)));
     }
 }

@@ -79,6 +79,16 @@ impl Input {
     fn read<'py>(&mut self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
         let n = limit(size);
         let body = &mut self.body;
+        // The length known in advance (a body in the message or a temp file): read straight
+        // into the new `bytes` object, with the GIL released (nothing else can see it yet).
+        if let Some(rem) = body.remaining() {
+            let k = usize::try_from(n.map_or(rem, |n| n.min(rem))).map_err(|_| {
+                PyOSError::new_err("reading the request body: too large for this machine")
+            })?;
+            return PyBytes::new_with(py, k, |buf| {
+                py.detach(|| body.read_exact(buf)).map_err(io_err)
+            });
+        }
         let data = py.detach(|| read_up_to(body, n)).map_err(io_err)?;
         Ok(PyBytes::new(py, &data))
     }
