@@ -100,11 +100,12 @@ url_hello() { echo "http://127.0.0.1:$PORT/hello"; }
 # $WORKERS threads. (bench/wsgi.sh compares it with the Python m2wsgi 0.5.2 and the raw handler.)
 M2WSGI_BIN="$REPO/target/release/m2wsgi"
 declare_wsgi() { add_handler wsgi /wsgi; }
-# run_wsgi NAME APP: the m2wsgi command serving APP (from bench/seed) as target NAME.
+# run_wsgi NAME APP [OPTIONS...]: the m2wsgi command serving APP (from bench/seed) as target NAME.
 run_wsgi() {
-    spawn "$1" env -u VIRTUAL_ENV "$M2WSGI_BIN" --log-level warn --num-threads "$WORKERS" \
-        --pythonpath "$REPO/bench/seed" --send-ident "${IDENT[$1]}" \
-        "$2" "${SEND[$1]}" "${RECV[$1]}"
+    local name="$1" app="$2"; shift 2
+    spawn "$name" env -u VIRTUAL_ENV "$M2WSGI_BIN" --log-level warn --num-threads "$WORKERS" \
+        --pythonpath "$REPO/bench/seed" --send-ident "${IDENT[$name]}" "$@" \
+        "$app" "${SEND[$name]}" "${RECV[$name]}"
 }
 start_wsgi() { run_wsgi wsgi hello:app; }
 url_wsgi() { echo "http://127.0.0.1:$PORT/wsgi"; }
@@ -141,20 +142,12 @@ url_uprust() { echo "http://127.0.0.1:$PORT/uprust"; }
 check_uprust() { post_check "$(url_uprust)"; }
 wrkargs_uprust() { echo "-s $WORK/post.lua"; }
 declare_upwsgi() { add_handler upwsgi /upwsgi; }
-start_upwsgi() {
-    spawn upwsgi env -u VIRTUAL_ENV "$M2WSGI_BIN" --log-level warn --num-threads "$WORKERS" \
-        --pythonpath "$REPO/bench/seed" --send-ident "${IDENT[upwsgi]}" --upload-dir /tmp \
-        --mongrel2-chroot "$WORK" upload_app:app "${SEND[upwsgi]}" "${RECV[upwsgi]}"
-}
+start_upwsgi() { run_wsgi upwsgi upload_app:app --upload-dir /tmp --mongrel2-chroot "$WORK"; }
 url_upwsgi() { echo "http://127.0.0.1:$PORT/upwsgi"; }
 check_upwsgi() { post_check "$(url_upwsgi)"; }
 wrkargs_upwsgi() { echo "-s $WORK/post.lua"; }
 declare_upread() { add_handler upread /upread; }
-start_upread() {
-    spawn upread env -u VIRTUAL_ENV "$M2WSGI_BIN" --log-level warn --num-threads "$WORKERS" \
-        --pythonpath "$REPO/bench/seed" --send-ident "${IDENT[upread]}" --upload-dir /tmp \
-        --mongrel2-chroot "$WORK" upload_app:app "${SEND[upread]}" "${RECV[upread]}"
-}
+start_upread() { run_wsgi upread upload_app:app --upload-dir /tmp --mongrel2-chroot "$WORK"; }
 url_upread() { echo "http://127.0.0.1:$PORT/upread?crc=0"; }
 check_upread() {
     [[ "$(curl -s --noproxy '*' --max-time 20 -H 'Expect:' --data-binary @"$WORK/up.bin" \
