@@ -58,9 +58,7 @@ impl Body {
     pub fn is_empty(&self) -> bool {
         self.len == Some(0)
     }
-}
 
-impl Body {
     /// The bytes still to come, when known (a body in the message or in a temp file).
     pub(crate) fn remaining(&self) -> Option<u64> {
         match &self.kind {

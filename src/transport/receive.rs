@@ -13,6 +13,15 @@ use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+/// What the reply socket's state allows, as [`Connection::service`] last found it.
+#[derive(Debug, Clone, Copy)]
+struct ReplySide {
+    /// A Mongrel2 is subscribed: what is sent reaches it.
+    live: bool,
+    /// Device mode: Mongrel2 was seen to go and the device has not confirmed it yet.
+    awaiting_reset: bool,
+}
+
 /// How often a worker behind a device repeats its `READY` (the device's liveness signal).
 const HEARTBEAT: Duration = Duration::from_millis(500);
 /// How soon a `READY` that could not be sent (no connection to the device yet) is tried again.
@@ -83,8 +92,8 @@ impl Connection {
 
     /// Looks at the request socket's connection events and the reply socket's subscriptions;
     /// advances the epoch and applies a new subscription when it is safe. Called by the
-    /// receiving thread.
-    fn service(&self, rx: &mut Rx) -> Result<()> {
+    /// receiving thread. Returns the reply side's state as it is now.
+    fn service(&self, rx: &mut Rx) -> Result<ReplySide> {
         rx.serviced = Instant::now();
         let link = rx
             .monitor
@@ -104,7 +113,10 @@ impl Connection {
             pb.hold_for_request_side(false);
         }
         pb.service(&self.inner.epoch);
-        Ok(())
+        Ok(ReplySide {
+            live: pb.live,
+            awaiting_reset: pb.awaiting_reset(),
+        })
     }
 
     fn recv_direct(&self, rx: &mut Rx, deadline: Instant) -> Result<Option<Bytes>> {
@@ -203,7 +215,7 @@ impl Connection {
     /// draining). A worker that cannot answer (Mongrel2 has not subscribed to its reply
     /// socket, or it waits for the device to confirm a restart) announces no free slots, so
     /// the device gives it nothing new meanwhile.
-    fn announce(&self, rx: &mut Rx) -> Result<()> {
+    fn announce(&self, rx: &mut Rx, reply: ReplySide) -> Result<()> {
         let heartbeat_due = rx.announced.is_none_or(|(_, at)| at.elapsed() >= HEARTBEAT);
         if rx.stopped {
             // A draining worker's heartbeat: the device keeps routing the continuations of
@@ -216,11 +228,7 @@ impl Connection {
             }
             return Ok(());
         }
-        let (live, waiting) = {
-            let pb = self.inner.publ.lock();
-            (pb.live, pb.awaiting_reset())
-        };
-        let cap = if live {
+        let cap = if reply.live {
             self.inner.capacity.load(Ordering::SeqCst)
         } else {
             0
@@ -228,7 +236,7 @@ impl Connection {
         let msg = WorkerMsg::Ready {
             free: i64::try_from(cap).unwrap_or(i64::MAX),
             seen: rx.seen,
-            waiting,
+            waiting: reply.awaiting_reset,
         };
         if !heartbeat_due && rx.announced.is_some_and(|(last, _)| last == msg) {
             return Ok(());
@@ -251,15 +259,14 @@ impl Connection {
     }
 
     fn recv_device(&self, rx: &mut Rx, deadline: Instant) -> Result<Option<Bytes>> {
-        self.service(rx)?;
+        let mut reply = self.service(rx)?;
         loop {
-            let live = self.inner.publ.lock().live;
-            if live {
+            if reply.live {
                 if let Some(frame) = rx.held.pop_front() {
                     return Ok(Some(frame));
                 }
             }
-            self.announce(rx)?;
+            self.announce(rx, reply)?;
             let (Some(sock), Some(wake)) = (rx.sock.as_ref(), rx.wake.as_ref()) else {
                 return Ok(None);
             };
@@ -267,7 +274,7 @@ impl Connection {
             // its reply socket often; otherwise the heartbeat sets the pace.
             let pace = if rx.announced.is_none() && !rx.stopped {
                 ANNOUNCE_RETRY_MS
-            } else if !live {
+            } else if !reply.live {
                 SERVICE_MS
             } else {
                 HEARTBEAT.as_millis() as i64
@@ -284,15 +291,17 @@ impl Connection {
             let (data, woken) = (items[0].is_readable(), items[1].is_readable());
             // Whether Mongrel2 is still subscribed is judged after the wait, so that a frame
             // that came meanwhile is not answered into a reply socket nobody listens to.
-            self.service(rx)?;
+            reply = self.service(rx)?;
             if woken {
                 if let Some(wake) = rx.wake.as_ref() {
                     while wake.recv_msg(zmq::DONTWAIT).is_ok() {}
                 }
             }
             if data {
-                if let ControlFlow::Break(out) = self.read_device(rx)? {
-                    return Ok(out);
+                match self.read_device(rx, reply.live)? {
+                    ControlFlow::Break(out) => return Ok(out),
+                    // A notice may have changed the reply side (the device's `R`).
+                    ControlFlow::Continue(()) => reply = self.service(rx)?,
                 }
             }
             if Instant::now() >= deadline {
@@ -304,7 +313,8 @@ impl Connection {
     /// Reads one message from the device. `Break` with a frame to hand out, or with nothing
     /// when the caller should look at its state (the device answered `BYE`); `Continue` after
     /// a notice acted on here or a frame held because it cannot be answered yet.
-    fn read_device(&self, rx: &mut Rx) -> Result<ControlFlow<Option<Bytes>>> {
+    /// `live`: Mongrel2 is subscribed to the reply socket (as `service` just found).
+    fn read_device(&self, rx: &mut Rx, live: bool) -> Result<ControlFlow<Option<Bytes>>> {
         let Some(sock) = rx.sock.as_ref() else {
             return Ok(ControlFlow::Break(None));
         };
@@ -352,7 +362,7 @@ impl Connection {
                 if flag == DeviceFlag::Assigned {
                     rx.seen += 1;
                 }
-                if self.inner.publ.lock().live && rx.held.is_empty() {
+                if live && rx.held.is_empty() {
                     return Ok(ControlFlow::Break(Some(frame)));
                 }
                 // Mongrel2's subscription is gone and the new one not taken yet: whoever sent

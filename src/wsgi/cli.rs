@@ -667,7 +667,7 @@ fn connections(
         }
         more.push((format!("--also {pair}"), b));
     }
-    let worker_of_supervisor = std::env::var_os(super::supervisor::WORKER_ENV).is_some();
+    let worker_of_supervisor = super::supervisor::is_worker();
     if a.device.is_some() && !more.is_empty() && !worker_of_supervisor {
         return Err(Stop::Usage(format!(
             "--device with several Mongrel2 servers ({}): a device takes requests from one \
@@ -789,7 +789,7 @@ fn run_supervisor(a: &Args, workers: usize) -> Result<(), Stop> {
 }
 
 fn serve(a: &Args) -> Result<(), Stop> {
-    let worker_of_supervisor = std::env::var_os(super::supervisor::WORKER_ENV).is_some();
+    let worker_of_supervisor = super::supervisor::is_worker();
     let workers = a
         .workers
         .or(a.reload.then_some(1))

@@ -39,6 +39,11 @@ use std::time::{Duration, Instant};
 /// The environment variable that makes a process started by the supervisor a worker; its value
 /// is the worker's device identity.
 pub(super) const WORKER_ENV: &str = "M2WSGI_WORKER_ID";
+
+/// Whether this process is a worker started by a supervisor.
+pub(super) fn is_worker() -> bool {
+    std::env::var_os(WORKER_ENV).is_some()
+}
 /// A worker that dies this soon after its start counts toward a crash loop.
 const QUICK_DEATH: Duration = Duration::from_secs(5);
 /// Quick deaths in a row that stop the supervisor.
