@@ -60,6 +60,7 @@ impl Body {
     }
 
     /// The bytes still to come, when known (a body in the message or in a temp file).
+    #[cfg_attr(not(feature = "wsgi"), allow(dead_code))] // `wsgi.input.read(n)`
     pub(crate) fn remaining(&self) -> Option<u64> {
         match &self.kind {
             BodyKind::Inline(c) => Some((c.get_ref().len() as u64).saturating_sub(c.position())),

@@ -12,6 +12,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::collections::VecDeque;
 use std::io;
 use std::path::PathBuf;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// Mongrel2's download window with `download.flow_control=1` (`MAX_CREDITS`, fixed in 1.12).
@@ -23,7 +24,7 @@ pub(crate) const FLOW_PIECE: usize = 64 * 1024;
 const MIN_FLOW_PIECE: u64 = 16 * 1024;
 /// How long a flow-controlled writer or a streamed-upload reader waits for Mongrel2 before
 /// giving the connection up.
-const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Upload credit granted at a time for streamed uploads.
 const UPLOAD_GRANT: i64 = 64 * 1024;
 /// How often a waiting handle looks again (a notify wakes it earlier).
@@ -91,6 +92,42 @@ pub(crate) struct ConnInner {
     pub(crate) busy: bool,
     pub(crate) pending: VecDeque<Job>,
     pub(crate) last_seen: Option<Instant>,
+    /// Async handles waiting on this connection (credits, upload slices, a disconnect), woken
+    /// by [`ConnState::notify`] as the condition variable wakes the threads.
+    wakers: Vec<Waker>,
+}
+
+impl ConnInner {
+    /// Wakes `waker` at the next [`ConnState::notify`]. Registered under the lock that guards
+    /// the condition it waits for, so no wake-up is lost.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))] // the async runtime's
+    pub(crate) fn register(&mut self, waker: &Waker) {
+        if !self.wakers.iter().any(|w| w.will_wake(waker)) {
+            self.wakers.push(waker.clone());
+        }
+    }
+}
+
+/// What a streamed-upload reader does next (see [`ConnState::upload_step`]).
+enum SliceStep {
+    /// A slice, or `None` at the end of the body.
+    Ready(Option<Bytes>),
+    /// Grant Mongrel2 this much upload credit, then look again.
+    Grant(i64),
+    /// Wait for a slice until this instant.
+    Wait(Instant),
+    /// The body is slower than the limits allow (this many bytes came).
+    TooSlow(u64),
+}
+
+/// What [`ConnState::poll_upload_slice`] found.
+#[cfg_attr(not(feature = "tower"), allow(dead_code))] // the async runtime's
+#[derive(Debug)]
+pub(crate) enum UploadPoll {
+    /// A slice, or `None` at the end of the body.
+    Ready(Option<Bytes>),
+    /// Nothing yet: the waker is registered; poll again when woken or at this instant.
+    Pending(Instant),
 }
 
 impl ConnState {
@@ -108,9 +145,26 @@ impl ConnState {
         self.inner.lock()
     }
 
-    /// Wakes every handle waiting on this connection.
+    /// Wakes every handle waiting on this connection, threads and tasks. Call it without
+    /// holding the lock.
     pub(crate) fn notify(&self) {
         self.cond.notify_all();
+        let wakers = std::mem::take(&mut self.lock().wakers);
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    /// The next message for the owner of this connection, which has finished the previous one;
+    /// `None` gives the connection up (the dispatcher hands its next message to any worker).
+    pub(crate) fn next_pending(&self) -> Option<Job> {
+        let mut g = self.lock();
+        let job = g.pending.pop_front();
+        match job {
+            Some(_) => g.answering = false,
+            None => g.busy = false,
+        }
+        job
     }
 
     /// Whether flow control is on for this connection.
@@ -134,35 +188,66 @@ impl ConnState {
     /// [`Error::Closed`] when the client is gone, or when no credit came for a minute.
     pub(crate) fn take_credits(&self, want: usize, gone: impl Fn() -> bool) -> Result<usize> {
         let mut g = self.lock();
-        if g.disconnected || gone() {
-            return Err(Error::Closed);
-        }
-        g.answering = true;
-        if g.credits.is_none() {
-            return Ok(want);
-        }
-        let want = want.min(FLOW_PIECE) as u64;
         let deadline = Instant::now() + STALL_TIMEOUT;
         loop {
-            if g.disconnected || gone() {
-                return Err(Error::Closed);
-            }
-            let c = g.credits.unwrap_or(0);
-            if c >= want.min(MIN_FLOW_PIECE) {
-                // As much of the piece as the window allows (at least 16 KiB).
-                let n = want.min(c);
-                g.credits = Some(c - n);
-                return Ok(n as usize);
+            if let Some(n) = Self::credit_step(&mut g, want, gone())? {
+                return Ok(n);
             }
             if Instant::now() >= deadline {
-                tracing::warn!(
-                    "connection {}: no download credits for {STALL_TIMEOUT:?}; giving up",
-                    self.id
-                );
+                self.warn_stalled();
                 return Err(Error::Closed);
             }
             self.cond.wait_for(&mut g, WAIT_STEP);
         }
+    }
+
+    /// [`take_credits`](Self::take_credits) for a task: `Pending` (and `cx` woken when credits
+    /// come or the client goes) while the window is short. The caller bounds the wait by
+    /// [`STALL_TIMEOUT`] (and then calls [`warn_stalled`](Self::warn_stalled)).
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))] // the async runtime's
+    pub(crate) fn poll_credits(
+        &self,
+        cx: &mut Context<'_>,
+        want: usize,
+        gone: bool,
+    ) -> Poll<Result<usize>> {
+        let mut g = self.lock();
+        match Self::credit_step(&mut g, want, gone) {
+            Ok(None) => {
+                g.register(cx.waker());
+                Poll::Pending
+            }
+            Ok(Some(n)) => Poll::Ready(Ok(n)),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    /// Logs a flow-controlled writer giving up for want of credits.
+    pub(crate) fn warn_stalled(&self) {
+        tracing::warn!(
+            "connection {}: no download credits for {STALL_TIMEOUT:?}; giving up",
+            self.id
+        );
+    }
+
+    /// One look at the credit window: `Some(n)` bytes may go now (taken from the window),
+    /// `None` means wait.
+    fn credit_step(g: &mut ConnInner, want: usize, gone: bool) -> Result<Option<usize>> {
+        if g.disconnected || gone {
+            return Err(Error::Closed);
+        }
+        g.answering = true;
+        let Some(c) = g.credits else {
+            return Ok(Some(want));
+        };
+        let want = want.min(FLOW_PIECE) as u64;
+        if c >= want.min(MIN_FLOW_PIECE) {
+            // As much of the piece as the window allows (at least 16 KiB).
+            let n = want.min(c);
+            g.credits = Some(c - n);
+            return Ok(Some(n as usize));
+        }
+        Ok(None)
     }
 
     /// Answers what is still running on this connection when the server gives up waiting
@@ -258,6 +343,67 @@ impl ConnState {
         let limits = conn.stream_limits();
         let mut g = self.lock();
         loop {
+            match Self::upload_step(&mut g, limits, gone())? {
+                SliceStep::Ready(slice) => return Ok(slice),
+                SliceStep::Grant(grant) => {
+                    drop(g);
+                    conn.ctl_in(self.epoch, self.id, &[Ctl::Credits(grant)])?;
+                    g = self.lock();
+                }
+                SliceStep::TooSlow(received) => {
+                    drop(g);
+                    return Err(self.too_slow(conn, received));
+                }
+                SliceStep::Wait(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    self.cond.wait_for(&mut g, WAIT_STEP.min(left));
+                }
+            }
+        }
+    }
+
+    /// [`next_upload_slice`](Self::next_upload_slice) for a task: `Pending(deadline)` when no
+    /// slice is there yet (`cx` is woken when one comes or the client goes; poll again at
+    /// `deadline` at the latest, when the pace limits are checked).
+    ///
+    /// # Errors
+    /// As [`next_upload_slice`](Self::next_upload_slice).
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))] // the async runtime's
+    pub(crate) fn poll_upload_slice(
+        &self,
+        cx: &mut Context<'_>,
+        conn: &Connection,
+        gone: bool,
+    ) -> io::Result<UploadPoll> {
+        let limits = conn.stream_limits();
+        let mut g = self.lock();
+        loop {
+            match Self::upload_step(&mut g, limits, gone)? {
+                SliceStep::Ready(slice) => return Ok(UploadPoll::Ready(slice)),
+                SliceStep::Grant(grant) => {
+                    drop(g);
+                    conn.ctl_in(self.epoch, self.id, &[Ctl::Credits(grant)])?;
+                    g = self.lock();
+                }
+                SliceStep::TooSlow(received) => {
+                    drop(g);
+                    return Err(self.too_slow(conn, received));
+                }
+                SliceStep::Wait(deadline) => {
+                    g.register(cx.waker());
+                    return Ok(UploadPoll::Pending(deadline));
+                }
+            }
+        }
+    }
+
+    /// One look at a streamed upload: what its reader does next.
+    fn upload_step(
+        g: &mut ConnInner,
+        limits: crate::upload::StreamLimits,
+        gone: bool,
+    ) -> io::Result<SliceStep> {
+        loop {
             // Taken out of the owner's hands (a body past the size limit, say): nothing more
             // of it is read.
             if let Some(status) = g.gave_up {
@@ -269,14 +415,14 @@ impl ConnState {
             if let Some(next) = g.stream.pop_front() {
                 g.stream_balance -= next.len() as i64;
                 if !next.is_empty() {
-                    return Ok(Some(next));
+                    return Ok(SliceStep::Ready(Some(next)));
                 }
                 continue;
             }
             if g.stream_done {
-                return Ok(None);
+                return Ok(SliceStep::Ready(None));
             }
-            if g.disconnected || gone() {
+            if g.disconnected || gone {
                 return Err(io::Error::new(
                     io::ErrorKind::ConnectionAborted,
                     "client disconnected during upload",
@@ -285,10 +431,7 @@ impl ConnState {
             if g.stream_balance <= 0 {
                 let grant = UPLOAD_GRANT - g.stream_balance;
                 g.stream_balance += grant;
-                drop(g);
-                conn.ctl_in(self.epoch, self.id, &[Ctl::Credits(grant)])?;
-                g = self.lock();
-                continue;
+                return Ok(SliceStep::Grant(grant));
             }
             let now = Instant::now();
             let deadline = limits.deadline(
@@ -298,24 +441,22 @@ impl ConnState {
             );
             if now >= deadline {
                 g.disconnected = true;
-                let received = g.stream_received;
-                drop(g);
-                self.notify();
-                tracing::warn!(
-                    "connection {}: streamed upload too slow ({received} bytes; limits {limits:?}); \
-                     408 and closing",
-                    self.id
-                );
-                self.answer_and_close(conn, http::StatusCode::REQUEST_TIMEOUT);
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "streamed upload too slow",
-                ));
+                return Ok(SliceStep::TooSlow(g.stream_received));
             }
-            self.cond.wait_for(
-                &mut g,
-                WAIT_STEP.min(deadline.saturating_duration_since(now)),
-            );
+            return Ok(SliceStep::Wait(deadline));
         }
+    }
+
+    /// A streamed upload was too slow: wakes the other handles, answers `408`, closes.
+    fn too_slow(&self, conn: &Connection, received: u64) -> io::Error {
+        self.notify();
+        tracing::warn!(
+            "connection {}: streamed upload too slow ({received} bytes; limits {:?}); 408 and \
+             closing",
+            self.id,
+            conn.stream_limits()
+        );
+        self.answer_and_close(conn, http::StatusCode::REQUEST_TIMEOUT);
+        io::Error::new(io::ErrorKind::TimedOut, "streamed upload too slow")
     }
 }

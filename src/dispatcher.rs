@@ -7,7 +7,6 @@ use crate::error::Error;
 use crate::responder::reject;
 use crate::transport::Connection;
 use crate::upload::{check_upload, UploadFile, UploadRefusal};
-use crate::worker::Shared;
 use crate::{Message, MessageKind};
 use http::StatusCode;
 use std::collections::HashMap;
@@ -30,10 +29,18 @@ const IDLE_STATE: Duration = Duration::from_secs(600);
 /// state of every such connection for [`IDLE_STATE`].
 const SETTLED_IDLE: Duration = Duration::from_secs(5);
 
+/// Where the dispatcher hands the messages of connections nobody owns: the worker threads'
+/// queue of a [`Server`](crate::Server), or the tasks of the async runtime.
+pub(crate) trait Handoff: Send + Sync {
+    /// Takes the job of a connection the caller has just marked busy (owned); its owner takes
+    /// the connection's later messages with [`ConnState::next_pending`].
+    fn hand_off(&self, st: Arc<ConnState>, job: Job);
+}
+
 /// Reads from Mongrel2 and routes; see the module docs.
 pub(crate) struct Dispatcher {
     conn: Connection,
-    shared: Arc<Shared>,
+    shared: Arc<dyn Handoff>,
     states: HashMap<u64, Arc<ConnState>>,
     /// The most streamed uploads read at once; more get 503.
     max_streams: usize,
@@ -48,7 +55,7 @@ pub(crate) struct Dispatcher {
 impl Dispatcher {
     pub(crate) fn new(
         conn: Connection,
-        shared: Arc<Shared>,
+        shared: Arc<dyn Handoff>,
         max_streams: usize,
         max_body: Option<u64>,
     ) -> Self {
@@ -407,7 +414,7 @@ impl Dispatcher {
             g.busy = true;
             g.answering = false;
         }
-        self.shared.enqueue(st, job);
+        self.shared.hand_off(st, job);
     }
 }
 

@@ -77,6 +77,8 @@ mod conn_state;
 mod dispatcher;
 mod error;
 #[cfg(feature = "runtime")]
+mod framer;
+#[cfg(feature = "runtime")]
 mod request;
 #[cfg(feature = "runtime")]
 mod responder;

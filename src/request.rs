@@ -155,48 +155,10 @@ impl Request {
         len: Option<u64>,
     ) -> Result<ResponseStream> {
         self.answered = true;
-        let version = self.msg.version().unwrap_or(Version::HTTP_11);
-        let body_ok = allows_body(self.msg.method(), status);
-        let framing = match (body_ok, len) {
-            (false, _) => Framing::None,
-            (true, Some(n)) => Framing::Length(n),
-            (true, None) if version == Version::HTTP_11 => Framing::Chunked,
-            (true, None) => Framing::Close,
-        };
-        let wants_close = self.msg.wants_close()
-            || framing == Framing::Close
-            || headers
-                .get_all(CONNECTION)
-                .iter()
-                .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        // What the head needs beyond the caller's headers goes in as extras: the caller's map
-        // is never copied.
-        let date = (!headers.contains_key(DATE)).then(|| http_date(SystemTime::now()));
-        let connection = if headers.contains_key(CONNECTION) {
-            None
-        } else if wants_close && framing != Framing::Close {
-            Some("close")
-        } else if version == Version::HTTP_10 && !wants_close {
-            Some("keep-alive")
-        } else {
-            None
-        };
-        let content_length = len.filter(|_| {
-            framing == Framing::None
-                && self.msg.method() == Some(&http::Method::HEAD)
-                && !headers.contains_key(http::header::CONTENT_LENGTH)
-        });
-        let extras = HeadExtras {
-            reason: Some(reason),
-            date: date.as_ref(),
-            connection,
-            content_length,
-        };
-        let mut buf = Vec::with_capacity(512);
-        encode_head(&mut buf, version, status, headers, framing, &extras);
+        let (head, framing, wants_close) = response_head(&self.msg, status, reason, headers, len);
         Ok(ResponseStream::new(
             self.responder.clone(),
-            buf,
+            head,
             framing,
             wants_close,
         ))
@@ -249,6 +211,57 @@ impl Drop for Request {
         let _ = self.responder.send(&out);
         let _ = self.responder.close();
     }
+}
+
+/// The head of a response to `msg` (`status`, `reason`, `headers`, a body of `len` bytes
+/// when known), how its body is framed, and whether the connection closes after it.
+pub(crate) fn response_head(
+    msg: &Message,
+    status: StatusCode,
+    reason: &[u8],
+    headers: &HeaderMap,
+    len: Option<u64>,
+) -> (Vec<u8>, Framing, bool) {
+    let version = msg.version().unwrap_or(Version::HTTP_11);
+    let body_ok = allows_body(msg.method(), status);
+    let framing = match (body_ok, len) {
+        (false, _) => Framing::None,
+        (true, Some(n)) => Framing::Length(n),
+        (true, None) if version == Version::HTTP_11 => Framing::Chunked,
+        (true, None) => Framing::Close,
+    };
+    let wants_close = msg.wants_close()
+        || framing == Framing::Close
+        || headers
+            .get_all(CONNECTION)
+            .iter()
+            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    // What the head needs beyond the caller's headers goes in as extras: the caller's map is
+    // never copied.
+    let date = (!headers.contains_key(DATE)).then(|| http_date(SystemTime::now()));
+    let connection = if headers.contains_key(CONNECTION) {
+        None
+    } else if wants_close && framing != Framing::Close {
+        Some("close")
+    } else if version == Version::HTTP_10 && !wants_close {
+        Some("keep-alive")
+    } else {
+        None
+    };
+    let content_length = len.filter(|_| {
+        framing == Framing::None
+            && msg.method() == Some(&http::Method::HEAD)
+            && !headers.contains_key(http::header::CONTENT_LENGTH)
+    });
+    let extras = HeadExtras {
+        reason: Some(reason),
+        date: date.as_ref(),
+        connection,
+        content_length,
+    };
+    let mut buf = Vec::with_capacity(512);
+    encode_head(&mut buf, version, status, headers, framing, &extras);
+    (buf, framing, wants_close)
 }
 
 /// Formats an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`).

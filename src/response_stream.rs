@@ -1,15 +1,11 @@
 //! [`ResponseStream`]: a streamed HTTP response body, framed and coalesced into few Mongrel2
 //! messages.
 
-use crate::codec::response::{encode_chunk, Framing, LAST_CHUNK};
-use crate::conn_state::FLOW_PIECE;
+use crate::codec::response::Framing;
 use crate::error::Result;
+use crate::framer::Framer;
 use crate::responder::Responder;
 use std::io;
-
-/// Without flow control, message `k` of a stream holds at least `FIRST_MESSAGE << k` bytes, so
-/// that Mongrel2's 16-message deliver queue (`DELIVER_OUTSTANDING_MSGS`) covers 4 GiB.
-const FIRST_MESSAGE: usize = 64 * 1024;
 
 /// A streamed HTTP response body. Implements [`std::io::Write`].
 ///
@@ -27,10 +23,7 @@ const FIRST_MESSAGE: usize = 64 * 1024;
 #[must_use = "call finish() to end the response"]
 pub struct ResponseStream {
     responder: Responder,
-    buf: Vec<u8>,
-    framing: Framing,
-    written: u64,
-    messages: u32,
+    framer: Framer,
     close_after: bool,
     finished: bool,
 }
@@ -45,46 +38,19 @@ impl ResponseStream {
         if data.is_empty() {
             return Ok(());
         }
-        match self.framing {
-            Framing::None => return Ok(()),
-            Framing::Length(n) => {
-                let room = n.saturating_sub(self.written);
-                let take = (data.len() as u64).min(room) as usize;
-                if take < data.len() {
-                    tracing::error!(
-                        "connection {}: body longer than its Content-Length {n}; extra bytes dropped",
-                        self.responder.conn_id()
-                    );
-                }
-                self.buf.extend_from_slice(&data[..take]);
-                self.written += take as u64;
-            }
-            Framing::Chunked => {
-                encode_chunk(&mut self.buf, data);
-                self.written += data.len() as u64;
-            }
-            Framing::Close => {
-                self.buf.extend_from_slice(data);
-                self.written += data.len() as u64;
-            }
-        }
-        if self.responder.state().flow_controlled() {
-            while self.buf.len() >= FLOW_PIECE {
-                self.send_buffered()?;
-            }
-        } else if self.buf.len() >= FIRST_MESSAGE << self.messages.min(20) {
+        self.framer.push(data, self.responder.conn_id());
+        if self.framer.ready(self.responder.state().flow_controlled()) {
             self.send_buffered()?;
         }
         Ok(())
     }
 
     fn send_buffered(&mut self) -> Result<()> {
-        if self.buf.is_empty() {
+        if self.framer.buffered().is_empty() {
             return Ok(());
         }
-        self.responder.send(&self.buf)?;
-        self.buf.clear();
-        self.messages += 1;
+        self.responder.send(self.framer.buffered())?;
+        self.framer.sent();
         Ok(())
     }
 
@@ -98,7 +64,7 @@ impl ResponseStream {
 
     /// Bytes of body written so far.
     pub fn written(&self) -> u64 {
-        self.written
+        self.framer.written()
     }
 
     /// Whether the client is gone.
@@ -114,21 +80,9 @@ impl ResponseStream {
     /// As [`write`](ResponseStream::write).
     pub fn finish(mut self) -> Result<()> {
         self.finished = true;
-        let mut close = self.close_after;
-        match self.framing {
-            Framing::Chunked => self.buf.extend_from_slice(LAST_CHUNK),
-            Framing::Length(n) if self.written < n => {
-                tracing::error!(
-                    "connection {}: body of {} bytes is shorter than its Content-Length {n}; closing",
-                    self.responder.conn_id(),
-                    self.written
-                );
-                close = true;
-            }
-            _ => {}
-        }
+        let short = self.framer.finish(self.responder.conn_id());
         self.send_buffered()?;
-        if close {
+        if self.close_after || short {
             self.responder.close()?;
         }
         Ok(())
@@ -144,7 +98,7 @@ impl ResponseStream {
     /// [`Error::Socket`](crate::Error::Socket) when ZeroMQ fails.
     pub fn abort(mut self) -> Result<()> {
         self.finished = true;
-        self.buf.clear();
+        self.framer.discard();
         if self.responder.is_disconnected() {
             return Ok(());
         }
@@ -186,10 +140,7 @@ impl ResponseStream {
     ) -> Self {
         Self {
             responder,
-            buf: head,
-            framing,
-            written: 0,
-            messages: 0,
+            framer: Framer::new(head, framing),
             close_after,
             finished: false,
         }

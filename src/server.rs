@@ -29,6 +29,10 @@ use std::time::Duration;
 pub struct ShutdownHandle(Arc<AtomicBool>);
 
 impl ShutdownHandle {
+    pub(crate) fn new(flag: Arc<AtomicBool>) -> Self {
+        Self(flag)
+    }
+
     /// Asks the server to drain and return.
     pub fn shutdown(&self) {
         self.0.store(true, Ordering::SeqCst);
@@ -172,7 +176,7 @@ impl Server {
 
     /// A handle to stop the server from another thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle(Arc::clone(&self.stop))
+        ShutdownHandle::new(Arc::clone(&self.stop))
     }
 
     /// A live view of the worker queue once serving starts: messages waiting for a worker,
@@ -245,7 +249,7 @@ impl Server {
                 .enumerate()
                 .filter_map(|(i, conn)| {
                     let mut d =
-                        Dispatcher::new(conn.clone(), Arc::clone(&shared), max_streams, max_body);
+                        Dispatcher::new(conn.clone(), shared.clone(), max_streams, max_body);
                     std::thread::Builder::new()
                         .name(format!("m2wsgi-dispatch-{}", i + 1))
                         .spawn_scoped(scope, move || (d.run(stop, grace), d.into_states()))
@@ -257,7 +261,7 @@ impl Server {
                 })
                 .collect();
             let mut first =
-                Dispatcher::new(conns[0].clone(), Arc::clone(&shared), max_streams, max_body);
+                Dispatcher::new(conns[0].clone(), shared.clone(), max_streams, max_body);
             let mut deadline = first.run(stop, grace);
             let mut states = first.into_states();
             for t in others {

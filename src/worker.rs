@@ -2,6 +2,7 @@
 //! worker thread's source of requests.
 
 use crate::conn_state::{ConnState, Job};
+use crate::dispatcher::Handoff;
 use crate::request::Request;
 use crate::stats::Stats;
 use crate::transport::Connection;
@@ -62,7 +63,7 @@ impl Shared {
     }
 
     /// Hands a job for a connection nobody owns to the most recently idle worker.
-    pub(crate) fn enqueue(&self, st: Arc<ConnState>, job: Job) {
+    fn enqueue(&self, st: Arc<ConnState>, job: Job) {
         let mut q = self.queue.lock();
         q.jobs.push_back((st, job));
         self.report(&q);
@@ -100,6 +101,12 @@ impl Shared {
             self.done.wait_until(&mut live, deadline);
         }
         *live
+    }
+}
+
+impl Handoff for Shared {
+    fn hand_off(&self, st: Arc<ConnState>, job: Job) {
+        self.enqueue(st, job);
     }
 }
 
@@ -152,13 +159,9 @@ impl Worker {
     /// waits for one when `wait`, else `Err(NotReady)` when there is none.
     fn take(&mut self, wait: bool) -> Result<Option<Request>, NotReady> {
         if let Some(st) = self.current.take() {
-            let mut g = st.lock();
-            if let Some(job) = g.pending.pop_front() {
-                g.answering = false;
-                drop(g);
+            if let Some(job) = st.next_pending() {
                 return Ok(Some(self.make(st, job)));
             }
-            g.busy = false;
         }
         let mut q = self.shared.queue.lock();
         q.idle += 1;

@@ -10,7 +10,6 @@ use crate::tnetstring::Limits;
 use crate::upload::{StreamLimits, UploadPolicy};
 use bytes::Bytes;
 use parking_lot::Mutex;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -187,7 +186,7 @@ impl Connection {
             } else {
                 let base = match base {
                     Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-                    _ => PathBuf::from("."),
+                    _ => std::path::PathBuf::from("."),
                 };
                 let joined = base.join(root);
                 std::fs::canonicalize(&joined).unwrap_or(joined)
