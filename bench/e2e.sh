@@ -31,6 +31,11 @@
 # own file server, the raw handler (examples/hello --body-bytes) and the WSGI bridge
 # (bench/seed/big.py); CONNS=8 suits them.
 #
+# Async handlers: TARGETS="hello axum axum1 axumdirect" compares an axum Router behind Mongrel2
+# (examples/axum on the async runtime, `/axum/hello`; axum1 on tokio's current-thread runtime)
+# with the raw handler (hello) and with the same Router served directly over HTTP by axum's own
+# server (axumdirect, no Mongrel2); the ratios are printed after the table.
+#
 # Needs: mongrel2, m2sh, wrk, curl, cargo. Runs as root (Mongrel2 chroots into its directory).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -94,6 +99,14 @@ run_hello() {
         --send-ident "${IDENT[$name]}" --workers "$WORKERS" "$@"
 }
 start_hello() { run_hello hello --allow-sleep; }
+# BASE_HELLO=path/to/an/older/build/of/examples/hello: the same handler from another build
+# (before/after comparisons in one run).
+declare_hellobase() { add_handler hellobase /hellobase; }
+start_hellobase() {
+    spawn hellobase env M2WSGI_LOG=warn "${BASE_HELLO:?set BASE_HELLO}" "${SEND[hellobase]}" \
+        "${RECV[hellobase]}" --send-ident "${IDENT[hellobase]}" --workers "$WORKERS" --allow-sleep
+}
+url_hellobase() { echo "http://127.0.0.1:$PORT/hellobase"; }
 url_hello() { echo "http://127.0.0.1:$PORT/hello"; }
 
 # The WSGI bridge: bench/seed/hello.py (the same 13 bytes) under the m2wsgi command, with
@@ -155,9 +168,38 @@ check_upread() {
 }
 wrkargs_upread() { echo "-s $WORK/post.lua"; }
 
+# An axum Router on the async runtime, and the same Router straight over HTTP (no Mongrel2).
+AXUM_BIN="$REPO/target/release/examples/axum"
+declare_axum() { add_handler axum /axum; }
+start_axum() {
+    spawn axum env M2WSGI_LOG=warn "$AXUM_BIN" "${SEND[axum]}" "${RECV[axum]}" \
+        --send-ident "${IDENT[axum]}" --nest /axum ${AXUM_ARGS:-}
+}
+url_axum() { echo "http://127.0.0.1:$PORT/axum/hello"; }
+# The same on tokio's current-thread runtime (everything on one thread).
+declare_axum1() { add_handler axum1 /axum1; }
+start_axum1() {
+    spawn axum1 env M2WSGI_LOG=warn "$AXUM_BIN" "${SEND[axum1]}" "${RECV[axum1]}" \
+        --send-ident "${IDENT[axum1]}" --nest /axum1 --runtime-threads 1
+}
+url_axum1() { echo "http://127.0.0.1:$PORT/axum1/hello"; }
+declare_axumdirect() { AXUM_PORT="$(free_port)"; }
+start_axumdirect() {
+    spawn axumdirect env M2WSGI_LOG=warn "$AXUM_BIN" unused unused --listen "127.0.0.1:$AXUM_PORT" \
+        ${AXUM_ARGS:-}
+}
+url_axumdirect() { echo "http://127.0.0.1:$AXUM_PORT/hello"; }
+
+# Ratios printed after the table, each the median of the per-round ratios: "A:B" is A / B.
+PAIRS="${PAIRS:-axum:hello axum1:hello axum:axumdirect wsgi:hello hello:hellobase}"
+
 # ---------------------------------------------------------------- build and configure
 echo "== building examples/hello (release)"
 cargo build --release --example hello --example upload -q
+if [[ " $TARGETS " == *" axum"* ]]; then
+    echo "== building examples/axum (release, --features axum)"
+    cargo build --release --features axum --example axum -q
+fi
 if [[ " $TARGETS " == *" wsgi"* ]]; then
     echo "== building m2wsgi (release, --features wsgi)"
     PYO3_PYTHON="$(bash scripts/python.sh)" cargo build --release --features wsgi --bin m2wsgi -q
@@ -270,6 +312,13 @@ for t in $TARGETS; do
     [[ "${ERRS[$t]}" == 0 ]] || echo "   ($t: wrk reported errors or non-2xx answers)"
 done
 echo "(medians of $ROUNDS rounds; 'vs Dir' is the median of the per-round ratios; wrk -t$THREADS -c$CONNS -d$DURATION; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
+for pair in $PAIRS; do
+    a="${pair%%:*}" b="${pair##*:}"
+    [[ " $TARGETS " == *" $a "* && " $TARGETS " == *" $b "* ]] || continue
+    read -r -a ra <<<"${RPS[$a]}"; read -r -a rb <<<"${RPS[$b]}"
+    ratio="$(for i in "${!ra[@]}"; do awk -v x="${ra[$i]}" -v y="${rb[$i]}" 'BEGIN { if (y > 0) printf "%.4f\n", x / y }'; done | median)"
+    printf '%s / %s: %.2f (median of the per-round ratios)\n' "$a" "$b" "$ratio"
+done
 
 # ---------------------------------------------------------------- fairness
 if [[ "$FAIRNESS" == 1 && " $TARGETS " == *" hello "* ]]; then

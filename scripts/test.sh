@@ -18,8 +18,13 @@ echo "== codec only (no default features: no libzmq, no Python)"
 cargo test --no-default-features --lib --tests
 echo "== default features + testing (the fake Mongrel2 of m2wsgi::testing; no external tools)"
 cargo test --features testing
+echo "== the async runtime too (tower, axum) against the fake Mongrel2"
+cargo test --features testing,axum
 echo "== e2e (real Mongrel2, m2sh, sqlite3, curl)"
 cargo test --features e2e
+echo "== e2e of the async runtime (examples/axum through a real Mongrel2)"
+cargo build --features e2e,axum --examples
+cargo test --features e2e,axum --test e2e_tower
 echo "== e2e + wsgi (the Python bridge and the m2wsgi command, real Flask/Django apps)"
 cargo test --features e2e,wsgi,testing
 echo "== fuzz smoke"

@@ -121,7 +121,7 @@ enum SliceStep {
 }
 
 /// What [`ConnState::poll_upload_slice`] found.
-#[cfg_attr(not(feature = "tower"), allow(dead_code))] // the async runtime's
+#[cfg_attr(not(feature = "tower"), allow(dead_code))] // the deadline is the async runtime's
 #[derive(Debug)]
 pub(crate) enum UploadPoll {
     /// A slice, or `None` at the end of the body.
@@ -340,24 +340,15 @@ impl ConnState {
         conn: &Connection,
         gone: impl Fn() -> bool,
     ) -> io::Result<Option<Bytes>> {
-        let limits = conn.stream_limits();
-        let mut g = self.lock();
         loop {
-            match Self::upload_step(&mut g, limits, gone())? {
-                SliceStep::Ready(slice) => return Ok(slice),
-                SliceStep::Grant(grant) => {
-                    drop(g);
-                    conn.ctl_in(self.epoch, self.id, &[Ctl::Credits(grant)])?;
-                    g = self.lock();
-                }
-                SliceStep::TooSlow(received) => {
-                    drop(g);
-                    return Err(self.too_slow(conn, received));
-                }
-                SliceStep::Wait(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    self.cond.wait_for(&mut g, WAIT_STEP.min(left));
-                }
+            // The wait below only returns to look again: `Pending` never comes back.
+            let step = self.upload_slice(conn, &gone, |g, deadline| {
+                let left = deadline.saturating_duration_since(Instant::now());
+                self.cond.wait_for(g, WAIT_STEP.min(left));
+                true
+            })?;
+            if let UploadPoll::Ready(slice) = step {
+                return Ok(slice);
             }
         }
     }
@@ -375,10 +366,25 @@ impl ConnState {
         conn: &Connection,
         gone: bool,
     ) -> io::Result<UploadPoll> {
+        self.upload_slice(conn, &|| gone, |g, _| {
+            g.register(cx.waker());
+            false
+        })
+    }
+
+    /// Reads a streamed upload's next slice, granting credit as needed. When there is none
+    /// yet, `wait(guard, deadline)` is called: it waits and returns `true` to look again, or
+    /// returns `false` to return `Pending(deadline)`.
+    fn upload_slice(
+        &self,
+        conn: &Connection,
+        gone: &dyn Fn() -> bool,
+        mut wait: impl FnMut(&mut MutexGuard<'_, ConnInner>, Instant) -> bool,
+    ) -> io::Result<UploadPoll> {
         let limits = conn.stream_limits();
         let mut g = self.lock();
         loop {
-            match Self::upload_step(&mut g, limits, gone)? {
+            match Self::upload_step(&mut g, limits, gone())? {
                 SliceStep::Ready(slice) => return Ok(UploadPoll::Ready(slice)),
                 SliceStep::Grant(grant) => {
                     drop(g);
@@ -390,8 +396,9 @@ impl ConnState {
                     return Err(self.too_slow(conn, received));
                 }
                 SliceStep::Wait(deadline) => {
-                    g.register(cx.waker());
-                    return Ok(UploadPoll::Pending(deadline));
+                    if !wait(&mut g, deadline) {
+                        return Ok(UploadPoll::Pending(deadline));
+                    }
                 }
             }
         }

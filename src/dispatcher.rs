@@ -251,7 +251,7 @@ impl Dispatcher {
                 }
                 // The start message carries the request's headers: a body announced above the
                 // limit is refused before Mongrel2 has finished writing it.
-                if let Some(len) = declared_length(&msg).filter(|&n| self.over_limit(n)) {
+                if let Some(len) = msg.content_length().filter(|&n| self.over_limit(n)) {
                     // Verified above, so the file is Mongrel2's: delete it now. Mongrel2 goes
                     // on writing into the unlinked file until it sees the connection closed
                     // (then it unlinks the name itself) or the body is complete (then the done
@@ -319,7 +319,8 @@ impl Dispatcher {
                 if msg.kind() == &MessageKind::Request {
                     // Inline bodies, and the first message of a streamed upload: the declared
                     // length, or what is there.
-                    let len = declared_length(&msg)
+                    let len = msg
+                        .content_length()
                         .unwrap_or(0)
                         .max(msg.body().len() as u64);
                     if self.over_limit(len) {
@@ -416,15 +417,4 @@ impl Dispatcher {
         }
         self.shared.hand_off(st, job);
     }
-}
-
-/// A message's `Content-Length`, when it has a valid one.
-fn declared_length(msg: &Message) -> Option<u64> {
-    msg.headers()
-        .get(http::header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }

@@ -86,6 +86,9 @@ mod responder;
 mod response_stream;
 #[cfg(feature = "runtime")]
 mod server;
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub mod service;
 mod spec;
 #[cfg(feature = "runtime")]
 mod stats;
@@ -114,6 +117,9 @@ pub use error::{Error, ParseError, ParseErrorKind, Result};
 #[cfg(feature = "runtime")]
 #[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
 pub use server::{install_signal_handlers, Server, ShutdownHandle};
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub use service::serve;
 pub use spec::{default_recv_spec, SocketSpec};
 #[cfg(feature = "runtime")]
 #[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]

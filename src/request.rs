@@ -90,11 +90,7 @@ impl Request {
             return Ok(Body::file(f, len));
         }
         if self.msg.upload_stream().is_some() && !self.msg.upload_stream_done() {
-            let len = self
-                .msg
-                .headers()
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse().ok());
+            let len = self.msg.content_length();
             return Ok(Body::stream(
                 len,
                 self.responder.clone(),

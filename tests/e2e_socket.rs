@@ -4,12 +4,13 @@
 
 mod support;
 
-use m2wsgi::codec::websocket::{decode_frame, Frame, Opcode};
+use m2wsgi::codec::websocket::Opcode;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 use support::mongrel2::{Handler, Mongrel2};
 use support::process::Proc;
+use support::websocket::Ws;
 
 const T: Duration = Duration::from_secs(10);
 
@@ -32,93 +33,10 @@ fn start(example: &str, routes: &[&str]) -> (Mongrel2, Proc) {
     (m2, p)
 }
 
-/// A minimal RFC 6455 client.
-struct Ws {
-    s: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Ws {
-    fn connect(m2: &Mongrel2, path: &str) -> Ws {
-        let mut s = TcpStream::connect(m2.addr()).unwrap();
-        s.set_read_timeout(Some(T)).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        .unwrap();
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            assert_eq!(s.read(&mut b).unwrap(), 1, "handshake answer cut short");
-            head.push(b[0]);
-        }
-        let head = String::from_utf8(head).unwrap();
-        assert!(
-            head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
-            "{head}"
-        );
-        // RFC 6455's own example key and accept value.
-        assert!(
-            head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
-            "{head}"
-        );
-        Ws { s, buf: Vec::new() }
-    }
-
-    fn send(&mut self, opcode: Opcode, payload: &[u8]) {
-        let mask = [0x37u8, 0xfa, 0x21, 0x3d];
-        let mut out = vec![0x80 | opcode.as_u8()];
-        match payload.len() {
-            n if n < 126 => out.push(0x80 | n as u8),
-            n if n < 65536 => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&mask);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.s.write_all(&out).unwrap();
-    }
-
-    fn recv(&mut self) -> Frame {
-        let deadline = Instant::now() + T;
-        loop {
-            match decode_frame(&self.buf, 1 << 30) {
-                Ok((f, rest)) => {
-                    let used = self.buf.len() - rest.len();
-                    self.buf.drain(..used);
-                    return f;
-                }
-                Err(e) if e.kind() == m2wsgi::ParseErrorKind::Incomplete => {}
-                Err(e) => panic!("bad frame from the server: {e}"),
-            }
-            assert!(Instant::now() < deadline, "no frame within {T:?}");
-            let mut b = [0u8; 65536];
-            let n = self.s.read(&mut b).expect("read");
-            assert!(n > 0, "server closed the connection");
-            self.buf.extend_from_slice(&b[..n]);
-        }
-    }
-
-    fn closed(&mut self) -> bool {
-        let mut b = [0u8; 16];
-        self.s
-            .set_read_timeout(Some(Duration::from_secs(3)))
-            .unwrap();
-        matches!(self.s.read(&mut b), Ok(0))
-    }
-}
-
 #[test]
 fn websocket_echo_ping_close() {
     let (m2, _p) = start("websocket", &["/ws", "/chat"]);
-    let mut ws = Ws::connect(&m2, "/ws");
+    let mut ws = Ws::connect(m2.addr(), "/ws");
     ws.send(Opcode::Text, b"hello text");
     let f = ws.recv();
     assert_eq!(
@@ -146,7 +64,7 @@ fn websocket_echo_ping_close() {
 #[test]
 fn websocket_chat_broadcasts_to_every_member() {
     let (m2, p) = start("websocket", &["/ws", "/chat"]);
-    let mut members: Vec<Ws> = (0..3).map(|_| Ws::connect(&m2, "/chat")).collect();
+    let mut members: Vec<Ws> = (0..3).map(|_| Ws::connect(m2.addr(), "/chat")).collect();
     members[1].send(Opcode::Text, b"hi all");
     for m in &mut members {
         let f = m.recv();

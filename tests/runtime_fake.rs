@@ -9,18 +9,11 @@ use m2wsgi::Connection;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
+use support::runtime::connect_fake as connect;
 use support::runtime::InProcess;
 use support::testing::{FakeMongrel2, HttpResponse, RequestBuilder};
 
 const T: Duration = Duration::from_secs(10);
-
-fn connect(m2: &FakeMongrel2) -> Connection {
-    Connection::builder(m2.send_spec())
-        .recv_spec(m2.recv_spec())
-        .send_ident(m2.sender())
-        .connect()
-        .expect("connect to the fake Mongrel2")
-}
 
 fn hello(req: m2wsgi::Request) {
     let body = format!("hello {}", String::from_utf8_lossy(req.message().path()));

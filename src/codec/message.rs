@@ -494,6 +494,12 @@ impl Message {
         )
     }
 
+    /// The request's `Content-Length`, when it has a valid one (for an async upload or a streamed
+    /// one, the length of the body still to come).
+    pub fn content_length(&self) -> Option<u64> {
+        super::response::content_length(&self.0.headers)
+    }
+
     /// Whether the client asked to close after this request: HTTP/1.0 without keep-alive, or
     /// `Connection: close`.
     pub fn wants_close(&self) -> bool {

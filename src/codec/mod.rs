@@ -13,7 +13,8 @@
 //! | [`websocket`] | server frames, close payloads, a frame decoder for tests and tools |
 //! | `error.rs` | [`EncodeError`], what the encoders refuse |
 //!
-//! The modules depend one way only: `raw` → `headers`; `message` → `raw`, `headers`, `kind`;
+//! The modules depend one way only: `raw` → `headers`; `message` → `raw`, `headers`, `kind`,
+//! `response`;
 //! `kind` → `websocket`; nothing imports `message`.
 
 mod error;

@@ -196,6 +196,18 @@ pub enum Framing {
     None,
 }
 
+/// The value of a `Content-Length` header in `headers`, when it has a valid one (a request's
+/// or a response's).
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Whether a response with this status to this method may carry a body (RFC 9110 6.4.1).
 pub fn allows_body(method: Option<&http::Method>, status: StatusCode) -> bool {
     !(method == Some(&http::Method::HEAD)

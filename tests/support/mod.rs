@@ -8,6 +8,7 @@
 //! - [`mongrel2`]: a real Mongrel2 in a temporary chroot (tests with feature `e2e`).
 //! - [`process`]: child processes stopped on drop, loopback clients, small helpers.
 //! - [`runtime`]: a `Server` on a thread of the test.
+//! - [`websocket`]: a minimal WebSocket client.
 //! - `wsgi` (feature `wsgi`): the embedded interpreter, a log capture, the bridge on a fake
 //!   Mongrel2, and the `m2wsgi` command as a child process.
 #![allow(dead_code, unreachable_pub)]
@@ -23,5 +24,6 @@ pub mod runtime;
 #[path = "../../src/testing/mod.rs"]
 #[allow(unused_imports)] // each test binary uses a part of it
 pub mod testing;
+pub mod websocket;
 #[cfg(feature = "wsgi")]
 pub mod wsgi;

@@ -6,6 +6,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::mongrel2::Mongrel2;
+use super::testing::FakeMongrel2;
 
 /// A [`Server`] running on a thread of the test.
 pub struct InProcess {
@@ -73,4 +74,13 @@ pub fn builder(m2: &Mongrel2, name: &str) -> m2wsgi::ConnectionBuilder {
         .recv_spec(m2.recv_spec(name))
         .send_ident(m2.send_ident(name))
         .chroot(m2.host_path("/"))
+}
+
+/// A connection to `m2`'s sockets with its sender id.
+pub fn connect_fake(m2: &FakeMongrel2) -> Connection {
+    Connection::builder(m2.send_spec())
+        .recv_spec(m2.recv_spec())
+        .send_ident(m2.sender())
+        .connect()
+        .expect("connect to the fake Mongrel2")
 }
