@@ -203,6 +203,7 @@ struct WaitQuery {
 }
 
 async fn wait(Query(q): Query<WaitQuery>, Extension(gone): Extension<ClientGone>) -> String {
+    tracing::info!("waiting {} ms", q.ms);
     let now = WAITING.fetch_add(1, Ordering::SeqCst) + 1;
     WAITING_PEAK.fetch_max(now, Ordering::SeqCst);
     let _done = Finally(|| {
@@ -234,6 +235,7 @@ async fn whoami(
         "addr": addr.to_string(),
         "conn_id": info.conn_id(),
         "pattern": info.pattern().map(String::from_utf8_lossy),
+        "pid": std::process::id(),
     }))
 }
 

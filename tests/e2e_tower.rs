@@ -350,6 +350,49 @@ fn websocket_echo_through_the_crates_upgrade() {
 }
 
 #[test]
+fn behind_a_device_a_busy_worker_gets_no_new_request() {
+    let m2 = mongrel2(&[]);
+    let endpoint = format!("tcp://127.0.0.1:{}", support::mongrel2::free_port());
+    let _device = Proc::spawn(
+        std::path::Path::new(env!("CARGO_BIN_EXE_m2wsgi-device")),
+        &[m2.send_spec("app"), &endpoint],
+        &[],
+    );
+    // Two workers that take one request at a time: the device learns from each how many more
+    // it can take (the concurrency limit less what it is answering).
+    let worker = || axum(&m2, &["--device", &endpoint, "--concurrency", "1"]);
+    let (a, b) = (worker(), worker());
+    let pid = |m2: &Mongrel2| -> u32 {
+        let (code, body) = get(&[&m2.url("/whoami")]);
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["pid"].as_u64().unwrap() as u32
+    };
+    let mut pids = std::collections::HashSet::new();
+    assert!(wait_until(T, || {
+        pids.insert(pid(&m2));
+        pids.len() == 2
+    }));
+    // One worker is busy with a long request; every other request goes to the other one.
+    let slow_url = m2.url("/wait?ms=3000");
+    let slow = std::thread::spawn(move || get(&[&slow_url]));
+    let mut busy = None;
+    assert!(wait_until(T, || {
+        busy = [&a, &b]
+            .into_iter()
+            .find(|w| w.log().contains("waiting 3000 ms"));
+        busy.is_some()
+    }));
+    let busy = busy.unwrap().pid();
+    for _ in 0..10 {
+        let t = std::time::Instant::now();
+        assert_ne!(pid(&m2), busy, "a request went to the busy worker");
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    }
+    assert_eq!(slow.join().unwrap(), (200, "waited 3000 ms\n".into()));
+}
+
+#[test]
 fn a_gibibyte_each_way_in_bounded_memory() {
     const N: u64 = 1 << 30;
     let m2 = mongrel2(&[("download.flow_control", 1), ("upload.stream", 1)]);

@@ -450,3 +450,36 @@ fn a_service_that_blocks_does_not_hold_up_the_others() {
         "/long"
     );
 }
+
+#[test]
+fn with_graceful_shutdown_finishes_the_requests_in_flight() {
+    let m2 = FakeMongrel2::new();
+    let started = Arc::new(AtomicBool::new(false));
+    let s = Arc::clone(&started);
+    let svc = tower::service_fn(move |_req: Request<RequestBody>| {
+        s.store(true, Ordering::SeqCst);
+        async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"done"))))
+        }
+    });
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let serve = m2wsgi::serve(connect(&m2), svc).with_graceful_shutdown(async {
+        let _ = rx.await;
+    });
+    let thread = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(serve.into_future())
+    });
+    m2.send(RequestBuilder::get("/slow").conn_id(1).build());
+    assert!(wait_until(T, || started.load(Ordering::SeqCst)));
+    tx.send(()).unwrap();
+    assert_eq!(m2.read_response(1, T).expect("the answer").text(), "done");
+    thread
+        .join()
+        .unwrap()
+        .expect("serve returns Ok after the drain");
+}
