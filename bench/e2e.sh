@@ -36,6 +36,9 @@
 # with the raw handler (hello) and with the same Router served directly over HTTP by axum's own
 # server (axumdirect, no Mongrel2); the ratios are printed after the table.
 #
+# The Python package: TARGETS="wsgi wsgiwheel" WHEEL_VENV=target/wheel-venvs/cp311 compares the
+# wheel's `m2wsgi` console script with the Rust binary on the same app.
+#
 # Needs: mongrel2, m2sh, wrk, curl, cargo. Runs as root (Mongrel2 chroots into its directory).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -122,6 +125,17 @@ run_wsgi() {
 }
 start_wsgi() { run_wsgi wsgi hello:app; }
 url_wsgi() { echo "http://127.0.0.1:$PORT/wsgi"; }
+# The same app under the Python package's `m2wsgi` (WHEEL_VENV: a venv with the wheel
+# installed, e.g. target/wheel-venvs/cp311 after scripts/wheel-test.sh; a release wheel for
+# figures: PROFILE=release scripts/wheel-test.sh 3.11).
+declare_wsgiwheel() { add_handler wsgiwheel /wsgiwheel; }
+start_wsgiwheel() {
+    local bin="${WHEEL_VENV:?set WHEEL_VENV to a venv with the wheel installed}/bin/m2wsgi"
+    spawn wsgiwheel "$bin" --log-level warn --num-threads "$WORKERS" \
+        --pythonpath "$REPO/bench/seed" --send-ident "${IDENT[wsgiwheel]}" \
+        hello:app "${SEND[wsgiwheel]}" "${RECV[wsgiwheel]}"
+}
+url_wsgiwheel() { echo "http://127.0.0.1:$PORT/wsgiwheel"; }
 
 # 1 MiB responses: Mongrel2's file server, the raw handler, the WSGI bridge.
 MIB=1048576
@@ -191,7 +205,7 @@ start_axumdirect() {
 url_axumdirect() { echo "http://127.0.0.1:$AXUM_PORT/hello"; }
 
 # Ratios printed after the table, each the median of the per-round ratios: "A:B" is A / B.
-PAIRS="${PAIRS:-axum:hello axum1:hello axum:axumdirect wsgi:hello hello:hellobase}"
+PAIRS="${PAIRS:-axum:hello axum1:hello axum:axumdirect wsgi:hello wsgiwheel:wsgi hello:hellobase}"
 
 # ---------------------------------------------------------------- build and configure
 echo "== building examples/hello (release)"

@@ -18,15 +18,16 @@ echo "== codec only (no default features: no libzmq, no Python)"
 cargo test --no-default-features --lib --tests
 echo "== default features + testing (the fake Mongrel2 of m2wsgi::testing; no external tools)"
 cargo test --features testing
-echo "== the async runtime too (tower, axum) against the fake Mongrel2"
-cargo test --features testing,axum
 echo "== e2e (real Mongrel2, m2sh, sqlite3, curl)"
 cargo test --features e2e
-echo "== e2e of the async runtime (examples/axum through a real Mongrel2)"
-cargo build --features e2e,axum --examples
-cargo test --features e2e,axum --test e2e_tower
+echo "== the async runtime (tower, axum): against the fake Mongrel2, then through a real one"
+cargo build --features e2e,axum,testing --examples --bins
+cargo test --features e2e,axum,testing --lib --test runtime_tower --test e2e_tower
+cargo test --features e2e,axum,testing --doc
 echo "== e2e + wsgi (the Python bridge and the m2wsgi command, real Flask/Django apps)"
 cargo test --features e2e,wsgi,testing
+echo "== the Python package: a wheel per CPython 3.10-3.13, each in a fresh venv through real Mongrel2"
+bash scripts/wheel-test.sh
 echo "== fuzz smoke"
 bash scripts/fuzz-smoke.sh
 echo "== the README's demo command, in check mode (real Mongrel2 + example WSGI apps, curl)"

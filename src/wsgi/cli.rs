@@ -9,6 +9,11 @@
 //! let status: std::process::ExitCode =
 //!     m2wsgi::wsgi::cli::main_from(["m2wsgi", "hello:app", "tcp://127.0.0.1:9999"]);
 //! ```
+//!
+//! Where Python is the host process (the command as a console script of a Python package, the
+//! extension module calling in), [`main_hosted`] runs the same command: the interpreter is
+//! the one already running, and `--workers` starts its workers with the command line it is
+//! given.
 
 use super::WsgiError;
 use crate::{Connection, HandlerSelector};
@@ -401,6 +406,15 @@ pub enum LogLevel {
     Off,
 }
 
+/// `"info"`, `"debug"`, ... (as `--log-level` takes them, any case).
+impl std::str::FromStr for LogLevel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        <Self as ValueEnum>::from_str(s, true)
+    }
+}
+
 impl From<LogLevel> for LevelFilter {
     fn from(l: LogLevel) -> Self {
         match l {
@@ -492,11 +506,36 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
+    ExitCode::from(status_from(argv))
+}
+
+/// [`main_from`] in a process where Python is the host (it is initialised already, this
+/// thread must not hold the GIL): the command runs in that interpreter, and `--workers`
+/// starts each worker as `relaunch` followed by the worker's arguments (for a Python
+/// package, `[sys.executable, "-m", "m2wsgi"]`). Returns the exit status.
+pub fn main_hosted<I, T>(argv: I, relaunch: Vec<OsString>) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let _ = RELAUNCH.set(relaunch);
+    status_from(argv)
+}
+
+/// How worker processes are started when it is not this program itself ([`main_hosted`]).
+static RELAUNCH: std::sync::OnceLock<Vec<OsString>> = std::sync::OnceLock::new();
+
+/// [`main_from`], returning the exit status as a number.
+fn status_from<I, T>(argv: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
     let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
     let _ = ARGV.set(argv.clone());
     let clap_exit = |e: clap::Error| {
         let _ = e.print();
-        ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
+        u8::try_from(e.exit_code()).unwrap_or(2)
     };
     let cmd = Args::command();
     let matches = match matches_from(&cmd, &argv) {
@@ -504,16 +543,16 @@ where
         Err(ParseFailure::Clap(e)) => return clap_exit(e),
         Err(ParseFailure::Config(e)) => {
             eprintln!("m2wsgi: {e}");
-            return ExitCode::from(2);
+            return 2;
         }
     };
     if matches.get_flag("print_config") {
         print!("{}", config_file::render(&cmd, &matches));
         let _ = std::io::stdout().flush();
-        return ExitCode::SUCCESS;
+        return 0;
     }
     match <Args as clap::FromArgMatches>::from_arg_matches(&matches) {
-        Ok(args) => run(args),
+        Ok(args) => run_status(args),
         Err(e) => clap_exit(e),
     }
 }
@@ -549,25 +588,31 @@ fn matches_from(cmd: &clap::Command, argv: &[OsString]) -> Result<clap::ArgMatch
 /// (the reason is logged), 2 for bad usage found after parsing (`--chdir` to a missing
 /// directory).
 pub fn run(args: Args) -> ExitCode {
+    ExitCode::from(run_status(args))
+}
+
+/// [`run`], returning the exit status as a number.
+fn run_status(args: Args) -> u8 {
     init_logging(args.log_level);
     match serve(&args) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(Stop::Usage(msg)) => {
             let e = Args::command().error(clap::error::ErrorKind::ValueValidation, msg);
             let _ = e.print();
-            ExitCode::from(2)
+            2
         }
         Err(Stop::Fatal(msg)) => {
             tracing::error!("{msg}");
             super::flush_stdio();
-            ExitCode::from(1)
+            1
         }
     }
 }
 
 /// Logs to stderr through a `tracing` subscriber that also receives the `log` records of this
-/// crate (and of any other library). Does nothing if a subscriber is installed already.
-fn init_logging(level: Option<LogLevel>) {
+/// crate (and of any other library), as the command does: at `level`, or as `RUST_LOG` says
+/// (default `info`). Does nothing if a subscriber is installed already.
+pub fn init_logging(level: Option<LogLevel>) {
     let filter = match level {
         Some(l) => EnvFilter::default().add_directive(LevelFilter::from(l).into()),
         None => EnvFilter::builder()
@@ -752,9 +797,18 @@ fn run_supervisor(a: &Args, workers: usize) -> Result<(), Stop> {
         .get()
         .cloned()
         .unwrap_or_else(|| std::env::args_os().collect());
-    let program = std::env::current_exe()
-        .map(OsString::from)
-        .map_err(|e| fatal(format!("cannot find this program to start workers: {e}")))?;
+    // A worker is this program again with the same arguments; where Python is the host, the
+    // command that starts it (`python -m m2wsgi`).
+    let (program, mut args) = match RELAUNCH.get().and_then(|r| r.split_first()) {
+        Some((program, prefix)) => (program.clone(), prefix.to_vec()),
+        None => (
+            std::env::current_exe()
+                .map(OsString::from)
+                .map_err(|e| fatal(format!("cannot find this program to start workers: {e}")))?,
+            Vec::new(),
+        ),
+    };
+    args.extend(argv.into_iter().skip(1));
     let user = a
         .user
         .as_deref()
@@ -769,8 +823,11 @@ fn run_supervisor(a: &Args, workers: usize) -> Result<(), Stop> {
         .map_err(fatal)?;
     let cmd = super::supervisor::WorkerCommand {
         program,
-        args: argv.into_iter().skip(1).collect(),
-        title: a.app.clone().unwrap_or_default(),
+        args,
+        title: RELAUNCH
+            .get()
+            .is_none()
+            .then(|| a.app.clone().unwrap_or_default()),
         uid: user.map(|(uid, _)| uid),
         gid: group.or(user.map(|(_, gid)| gid)),
     };
@@ -840,7 +897,10 @@ fn serve(a: &Args) -> Result<(), Stop> {
     } else {
         Some(observability(a)?)
     };
-    super::initialize(None).map_err(fatal)?;
+    // Embedded, Python starts here; where Python is the host ([`main_hosted`]), it runs already.
+    if RELAUNCH.get().is_none() || !super::is_initialized() {
+        super::initialize(None).map_err(fatal)?;
+    }
     if a.python_info {
         print!("{}", super::python_info());
         let _ = std::io::stdout().flush();

@@ -91,8 +91,9 @@ pub(super) const ALSO_DEVICES_ENV: &str = "M2WSGI_ALSO_DEVICES";
 pub(super) struct WorkerCommand {
     pub(super) program: OsString,
     pub(super) args: Vec<OsString>,
-    /// What `ps` shows as the workers' command (`m2wsgi: worker w3 APP`), before the id.
-    pub(super) title: String,
+    /// What `ps` shows as the workers' command (`m2wsgi: worker w3 APP`), before the id;
+    /// `None` leaves `argv[0]` alone (a Python interpreter finds its virtualenv from it).
+    pub(super) title: Option<String>,
     /// Run the workers as this user and group (`--user`, `--group`).
     pub(super) uid: Option<u32>,
     pub(super) gid: Option<u32>,
@@ -351,9 +352,11 @@ impl Supervisor<'_> {
         let id = format!("w{serial}");
         let devices = self.devices.endpoints_for(&id);
         let mut command = Command::new(&self.cmd.program);
+        command.args(&self.cmd.args);
+        if let Some(title) = &self.cmd.title {
+            command.arg0(format!("m2wsgi: worker {id} {title}"));
+        }
         command
-            .args(&self.cmd.args)
-            .arg0(format!("m2wsgi: worker {id} {}", self.cmd.title))
             .env(WORKER_ENV, &id)
             .env("M2WSGI_DEVICE", &devices[0])
             .env(ALSO_DEVICES_ENV, devices[1..].join(","));

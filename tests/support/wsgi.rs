@@ -22,9 +22,15 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The test venv: `.venv` in the repository, or `$M2WSGI_TEST_VENV` (the venv a wheel was
+/// installed into, for the suites run against the Python package: `scripts/wheel-test.sh`).
+pub fn venv_dir() -> PathBuf {
+    std::env::var_os("M2WSGI_TEST_VENV").map_or_else(|| repo().join(".venv"), PathBuf::from)
+}
+
 /// The test venv's interpreter; panics with the fix when it is missing.
 pub fn venv_python() -> PathBuf {
-    let py = repo().join(".venv/bin/python");
+    let py = venv_dir().join("bin/python");
     assert!(
         py.exists(),
         "{} is missing: run scripts/install-deps.sh (it creates the venv with Flask, Django, \
@@ -262,11 +268,17 @@ pub fn path_exists(p: &Path) -> bool {
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_m2wsgi");
 
+/// The `m2wsgi` command the suites run: the Rust binary, or `$M2WSGI_TEST_COMMAND` (the
+/// console script of the Python package, installed in `$M2WSGI_TEST_VENV`).
+pub fn command() -> PathBuf {
+    std::env::var_os("M2WSGI_TEST_COMMAND").map_or_else(|| PathBuf::from(BIN), PathBuf::from)
+}
+
 /// Starts `m2wsgi args...` from tests/apps with VIRTUAL_ENV set to the test venv, plus `env`
 /// (`None` removes a variable). `clear_env` starts from an empty environment.
 pub fn m2wsgi(args: &[&str], env: &[(&str, Option<&str>)], clear_env: bool) -> Proc {
     let venv = venv_python();
-    let mut cmd = std::process::Command::new(BIN);
+    let mut cmd = std::process::Command::new(command());
     cmd.args(args).current_dir(repo().join("tests/apps"));
     if clear_env {
         cmd.env_clear();
