@@ -30,7 +30,7 @@ TESTS=(
     workers_serve_a_dead_one_is_replaced_and_sigterm_drains_all
     sighup_and_max_requests_replace_workers_without_losing_a_request
     # tests/wheel.rs: all of it
-    the_console_script python_code_serves the_extension_links
+    the_console_script python_code_serves the_extension_links a_second_signal
 )
 cargo build --features wheel --tests --bins -q
 for whl in dist/*.whl; do

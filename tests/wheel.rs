@@ -135,3 +135,30 @@ fn python_code_serves_an_app_with_m2wsgi_serve() {
     assert!(st.success(), "{st}\n{}", p.log());
     assert!(p.stdout().contains("serve_api: returned"), "{}", p.log());
 }
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    venv();
+    let m2 = Mongrel2::builder()
+        .handler("/", &Handler::tcp("app"))
+        .start();
+    let h = m2.handler("app");
+    let mut p = support::wsgi::m2wsgi(&["probe", &h.send_spec, &h.recv_spec], &[], false);
+    p.wait_ready();
+    let url = m2.url("/sleep?t=8");
+    let _slow = std::thread::spawn(move || curl(&["-s", &url]));
+    std::thread::sleep(Duration::from_millis(300)); // the request is in the app now
+    p.signal("INT");
+    assert!(p.wait_for_log("shutting down", T), "{}", p.log());
+    assert!(
+        p.is_running(),
+        "the first signal drains: the request is still running"
+    );
+    let t = std::time::Instant::now();
+    p.signal("INT");
+    let status = p
+        .wait_timeout(Duration::from_secs(2))
+        .expect("the second signal exits at once");
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert!(!status.success(), "exit status {status}");
+}
