@@ -62,18 +62,6 @@ impl Shared {
         }
     }
 
-    /// Hands a job for a connection nobody owns to the most recently idle worker.
-    fn enqueue(&self, st: Arc<ConnState>, job: Job) {
-        let mut q = self.queue.lock();
-        q.jobs.push_back((st, job));
-        self.report(&q);
-        let wake = q.waiting.pop();
-        drop(q);
-        if let Some(w) = wake {
-            w.notify_one();
-        }
-    }
-
     /// No more jobs will come: workers empty the queue, then their `next` returns `None`.
     pub(crate) fn close(&self) {
         let mut q = self.queue.lock();
@@ -105,8 +93,16 @@ impl Shared {
 }
 
 impl Handoff for Shared {
+    /// Hands a job for a connection nobody owns to the most recently idle worker.
     fn hand_off(&self, st: Arc<ConnState>, job: Job) {
-        self.enqueue(st, job);
+        let mut q = self.queue.lock();
+        q.jobs.push_back((st, job));
+        self.report(&q);
+        let wake = q.waiting.pop();
+        drop(q);
+        if let Some(w) = wake {
+            w.notify_one();
+        }
     }
 }
 

@@ -483,3 +483,43 @@ fn with_graceful_shutdown_finishes_the_requests_in_flight() {
         .unwrap()
         .expect("serve returns Ok after the drain");
 }
+
+/// A service whose readiness fails: it cannot take requests.
+#[derive(Clone)]
+struct Broken;
+
+impl tower::Service<Request<RequestBody>> for Broken {
+    type Response = Response<Full<Bytes>>;
+    type Error = std::io::Error;
+    type Future = std::future::Ready<Result<Self::Response, std::io::Error>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), std::io::Error>> {
+        Poll::Ready(Err(std::io::Error::other("the database is gone")))
+    }
+
+    fn call(&mut self, _req: Request<RequestBody>) -> Self::Future {
+        unreachable!("never ready")
+    }
+}
+
+#[test]
+fn a_service_that_fails_readiness_gets_503_and_the_server_stops() {
+    let m2 = FakeMongrel2::new();
+    let serve = m2wsgi::serve(connect(&m2), Broken).shutdown_timeout(Duration::from_secs(30));
+    let thread = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(serve.into_future())
+    });
+    m2.send(RequestBuilder::get("/a").conn_id(1).build());
+    assert_eq!(m2.read_response(1, T).expect("a response").status, 503);
+    // The connection is given up with the answer: the drain does not wait for the 30 s
+    // shutdown timeout on it.
+    assert!(
+        wait_until(T, || thread.is_finished()),
+        "serve did not return"
+    );
+    thread.join().unwrap().expect("serve returns Ok");
+}
