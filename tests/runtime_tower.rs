@@ -451,6 +451,19 @@ fn a_service_that_blocks_does_not_hold_up_the_others() {
     );
 }
 
+/// Awaits `serve` on a current-thread runtime of a new thread.
+fn on_a_thread(
+    serve: impl std::future::IntoFuture<Output = m2wsgi::Result<()>, IntoFuture: Send> + Send + 'static,
+) -> std::thread::JoinHandle<m2wsgi::Result<()>> {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(serve.into_future())
+    })
+}
+
 #[test]
 fn with_graceful_shutdown_finishes_the_requests_in_flight() {
     let m2 = FakeMongrel2::new();
@@ -467,13 +480,7 @@ fn with_graceful_shutdown_finishes_the_requests_in_flight() {
     let serve = m2wsgi::serve(connect(&m2), svc).with_graceful_shutdown(async {
         let _ = rx.await;
     });
-    let thread = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(serve.into_future())
-    });
+    let thread = on_a_thread(serve);
     m2.send(RequestBuilder::get("/slow").conn_id(1).build());
     assert!(wait_until(T, || started.load(Ordering::SeqCst)));
     tx.send(()).unwrap();
@@ -506,13 +513,7 @@ impl tower::Service<Request<RequestBody>> for Broken {
 fn a_service_that_fails_readiness_gets_503_and_the_server_stops() {
     let m2 = FakeMongrel2::new();
     let serve = m2wsgi::serve(connect(&m2), Broken).shutdown_timeout(Duration::from_secs(30));
-    let thread = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(serve.into_future())
-    });
+    let thread = on_a_thread(serve);
     m2.send(RequestBuilder::get("/a").conn_id(1).build());
     assert_eq!(m2.read_response(1, T).expect("a response").status, 503);
     // The connection is given up with the answer: the drain does not wait for the 30 s
