@@ -50,6 +50,10 @@ pub(crate) struct Dispatcher {
     /// The connection's epoch the states belong to.
     epoch: u64,
     last_sweep: Instant,
+    /// The shutdown deadline, once `stop` was seen.
+    stopping: Option<Instant>,
+    /// Set once routing is finished (drained, or the deadline passed).
+    finished: Option<Instant>,
 }
 
 impl Dispatcher {
@@ -67,6 +71,8 @@ impl Dispatcher {
             shared,
             states: HashMap::new(),
             last_sweep: Instant::now(),
+            stopping: None,
+            finished: None,
         }
     }
 
@@ -77,49 +83,76 @@ impl Dispatcher {
     /// upload slices and async-upload done messages still come behind a device), until nothing
     /// new can arrive ([`Connection::is_drained`]) and nothing is in flight, or the deadline.
     pub(crate) fn run(&mut self, stop: &AtomicBool, grace: Duration) -> Instant {
-        self.route_until(stop, grace)
+        loop {
+            if let Some(deadline) = self.step(stop, grace, POLL) {
+                return deadline;
+            }
+        }
+    }
+
+    /// One turn of [`run`](Self::run): waits up to `wait` (at most [`POLL`] in a loop, so that
+    /// `stop` is seen) for a message and routes it.
+    /// Returns the shutdown deadline once routing is finished (and from then on at once).
+    ///
+    /// Whoever holds the dispatcher may call it: the thread that reads from Mongrel2 can
+    /// change from one message to the next (see `reader`).
+    pub(crate) fn step(
+        &mut self,
+        stop: &AtomicBool,
+        grace: Duration,
+        wait: Duration,
+    ) -> Option<Instant> {
+        if self.finished.is_some() {
+            return self.finished;
+        }
+        if self.stopping.is_none() && stop.load(Ordering::SeqCst) {
+            self.stopping = Some(Instant::now() + grace);
+            tracing::info!("shutting down: no new requests; draining what was received");
+            self.conn.stop_receiving();
+        }
+        let got = self.conn.recv(wait);
+        // Only the holder of the dispatcher advances the epoch, inside `recv`: a message just
+        // returned belongs to the epoch read now.
+        self.check_epoch();
+        match got {
+            Ok(Some(msg)) => self.route(msg),
+            Ok(None) => {
+                if let Some(deadline) = self.stopping {
+                    let done = self.conn.is_drained() && !self.in_flight();
+                    if done || Instant::now() >= deadline {
+                        self.finished = Some(deadline);
+                        return self.finished;
+                    }
+                }
+            }
+            Err(Error::Parse(e)) => {
+                tracing::warn!("skipping malformed message from Mongrel2: {e}")
+            }
+            Err(e) => {
+                tracing::error!("receiving from Mongrel2: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        if self.last_sweep.elapsed() > SWEEP_EVERY {
+            self.sweep();
+        }
+        None
     }
 
     /// The connections known when routing stopped (for answering what is still running at the
     /// shutdown deadline).
-    pub(crate) fn into_states(self) -> Vec<Arc<ConnState>> {
-        self.states.into_values().collect()
+    pub(crate) fn into_states(mut self) -> Vec<Arc<ConnState>> {
+        self.take_states()
     }
 
-    fn route_until(&mut self, stop: &AtomicBool, grace: Duration) -> Instant {
-        let mut stopping: Option<Instant> = None;
-        loop {
-            if stopping.is_none() && stop.load(Ordering::SeqCst) {
-                stopping = Some(Instant::now() + grace);
-                tracing::info!("shutting down: no new requests; draining what was received");
-                self.conn.stop_receiving();
-            }
-            let got = self.conn.recv(POLL);
-            // Only this thread advances the epoch, inside `recv`: a message just returned
-            // belongs to the epoch read now.
-            self.check_epoch();
-            match got {
-                Ok(Some(msg)) => self.route(msg),
-                Ok(None) => {
-                    if let Some(deadline) = stopping {
-                        let done = self.conn.is_drained() && !self.in_flight();
-                        if done || Instant::now() >= deadline {
-                            return deadline;
-                        }
-                    }
-                }
-                Err(Error::Parse(e)) => {
-                    tracing::warn!("skipping malformed message from Mongrel2: {e}")
-                }
-                Err(e) => {
-                    tracing::error!("receiving from Mongrel2: {e}");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-            if self.last_sweep.elapsed() > SWEEP_EVERY {
-                self.sweep();
-            }
-        }
+    /// The shutdown deadline, once routing is finished.
+    pub(crate) fn finished(&self) -> Option<Instant> {
+        self.finished
+    }
+
+    /// As [`into_states`](Self::into_states), leaving the dispatcher empty.
+    pub(crate) fn take_states(&mut self) -> Vec<Arc<ConnState>> {
+        self.states.drain().map(|(_, st)| st).collect()
     }
 
     /// After Mongrel2 restarted, every known connection is gone: its handlers see

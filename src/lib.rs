@@ -79,6 +79,8 @@ mod error;
 #[cfg(feature = "runtime")]
 mod framer;
 #[cfg(feature = "runtime")]
+mod reader;
+#[cfg(feature = "runtime")]
 mod request;
 #[cfg(feature = "runtime")]
 mod responder;

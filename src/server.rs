@@ -1,11 +1,16 @@
-//! Serving: one dispatcher thread reading from Mongrel2, N workers, graceful shutdown.
+//! Serving: N workers reading from Mongrel2 in turn, graceful shutdown.
 //!
-//! The dispatcher owns the request socket. It keeps per-connection state (download credits,
-//! upload progress, disconnects) and hands each message to an **idle** worker through one shared
-//! queue, so a fast request never waits behind a slow one. All messages of one client connection
-//! go to one owner at a time: while a worker handles a message for connection 7, later messages
-//! for 7 wait for that worker, in order, so an upload's start and done, or a WebSocket's frames,
-//! never race.
+//! One dispatcher per connection reads from Mongrel2. It keeps per-connection state (download
+//! credits, upload progress, disconnects) and hands each message to an **idle** worker through
+//! one shared queue, so a fast request never waits behind a slow one. All messages of one
+//! client connection go to one owner at a time: while a worker handles a message for
+//! connection 7, later messages for 7 wait for that worker, in order, so an upload's start and
+//! done, or a WebSocket's frames, never race.
+//!
+//! With one connection the dispatcher has no thread of its own: an idle worker holds it and
+//! reads the next message itself, then answers it on the same thread, and the thread that
+//! called [`Server::serve`] reads only while every worker is busy (the `reader` module). With
+//! more ([`Server::also`]), each connection's dispatcher has a thread.
 //!
 //! Shutdown (SIGINT/SIGTERM with [`Server::handle_signals`], or [`ShutdownHandle::shutdown`]):
 //! the process stops taking new requests ([`Connection::stop_receiving`]: behind a device, the
@@ -13,8 +18,10 @@
 //! received is answered, in-flight requests get until the deadline to finish, then
 //! [`Server::serve`] returns. A second signal exits the process at once.
 
+use crate::conn_state::ConnState;
 use crate::dispatcher::Dispatcher;
 use crate::error::Result;
+use crate::reader::Reader;
 use crate::request::Request;
 use crate::stats::{ServerStats, Stats};
 use crate::transport::Connection;
@@ -22,7 +29,7 @@ use crate::worker::{Shared, Worker};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Stops a running [`Server`] from another thread.
 #[derive(Debug, Clone)]
@@ -228,9 +235,17 @@ impl Server {
             .collect();
         self.stats.workers.store(self.workers, Ordering::Relaxed);
         let shared = Arc::new(Shared::new(conns.clone(), Arc::clone(&self.stats)));
+        let max_streams = self.max_streams.unwrap_or((self.workers / 2).max(1));
+        let (grace, stop, max_body) = (self.deadline, &self.stop, self.max_body);
+        // One connection: idle workers read from it themselves, this thread is the standby
+        // (see `reader`). More: a dispatcher thread for each.
+        let reader = (conns.len() == 1).then(|| {
+            let d = Dispatcher::new(conns[0].clone(), shared.clone(), max_streams, max_body);
+            Arc::new(Reader::new(d, Arc::clone(stop), grace))
+        });
         let main = Arc::new(worker_main);
         for index in 0..self.workers {
-            let worker = Shared::worker(&shared, index);
+            let worker = Shared::worker(&shared, index, reader.clone());
             let main = Arc::clone(&main);
             let spawned = std::thread::Builder::new()
                 .name(format!("m2wsgi-worker-{index}"))
@@ -240,38 +255,10 @@ impl Server {
                 tracing::error!("cannot start worker {index}: {e}");
             }
         }
-        let max_streams = self.max_streams.unwrap_or((self.workers / 2).max(1));
-        // One dispatcher per connection: the first on this thread, the others on their own.
-        let (grace, stop, max_body) = (self.deadline, &self.stop, self.max_body);
-        let (deadline, states) = std::thread::scope(|scope| {
-            let others: Vec<_> = conns[1..]
-                .iter()
-                .enumerate()
-                .filter_map(|(i, conn)| {
-                    let mut d =
-                        Dispatcher::new(conn.clone(), shared.clone(), max_streams, max_body);
-                    std::thread::Builder::new()
-                        .name(format!("m2wsgi-dispatch-{}", i + 1))
-                        .spawn_scoped(scope, move || (d.run(stop, grace), d.into_states()))
-                        .map_err(|e| {
-                            stop.store(true, Ordering::SeqCst);
-                            tracing::error!("cannot start a dispatcher: {e}");
-                        })
-                        .ok()
-                })
-                .collect();
-            let mut first =
-                Dispatcher::new(conns[0].clone(), shared.clone(), max_streams, max_body);
-            let mut deadline = first.run(stop, grace);
-            let mut states = first.into_states();
-            for t in others {
-                if let Ok((d, s)) = t.join() {
-                    deadline = deadline.max(d);
-                    states.extend(s);
-                }
-            }
-            (deadline, states)
-        });
+        let (deadline, states) = match &reader {
+            Some(reader) => reader.standby(&*shared),
+            None => dispatch_each(&conns, &shared, max_streams, max_body, stop, grace),
+        };
         // No more input: let workers empty the queue and stop.
         shared.close();
         let busy = shared.wait_workers(deadline);
@@ -292,4 +279,43 @@ impl Server {
         tracing::info!("server stopped");
         Ok(())
     }
+}
+
+/// Routes every connection on a dispatcher thread of its own (the first on this thread) until
+/// each is finished; returns the latest shutdown deadline and the connections known then.
+fn dispatch_each(
+    conns: &[Connection],
+    shared: &Arc<Shared>,
+    max_streams: usize,
+    max_body: Option<u64>,
+    stop: &AtomicBool,
+    grace: Duration,
+) -> (Instant, Vec<Arc<ConnState>>) {
+    std::thread::scope(|scope| {
+        let others: Vec<_> = conns[1..]
+            .iter()
+            .enumerate()
+            .filter_map(|(i, conn)| {
+                let mut d = Dispatcher::new(conn.clone(), shared.clone(), max_streams, max_body);
+                std::thread::Builder::new()
+                    .name(format!("m2wsgi-dispatch-{}", i + 1))
+                    .spawn_scoped(scope, move || (d.run(stop, grace), d.into_states()))
+                    .map_err(|e| {
+                        stop.store(true, Ordering::SeqCst);
+                        tracing::error!("cannot start a dispatcher: {e}");
+                    })
+                    .ok()
+            })
+            .collect();
+        let mut first = Dispatcher::new(conns[0].clone(), shared.clone(), max_streams, max_body);
+        let mut deadline = first.run(stop, grace);
+        let mut states = first.into_states();
+        for t in others {
+            if let Ok((d, s)) = t.join() {
+                deadline = deadline.max(d);
+                states.extend(s);
+            }
+        }
+        (deadline, states)
+    })
 }

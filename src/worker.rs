@@ -2,7 +2,8 @@
 //! worker thread's source of requests.
 
 use crate::conn_state::{ConnState, Job};
-use crate::dispatcher::Handoff;
+use crate::dispatcher::{Handoff, POLL};
+use crate::reader::{Idle, Reader};
 use crate::request::Request;
 use crate::stats::Stats;
 use crate::transport::Connection;
@@ -14,14 +15,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How often a waiting worker looks at the queue again (a notify wakes it earlier).
-const POLL: Duration = Duration::from_millis(100);
+const IDLE_POLL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Default)]
 struct Queue {
     jobs: VecDeque<(Arc<ConnState>, Job)>,
     closing: bool,
-    /// Workers waiting in `Worker::next`.
+    /// Workers waiting in `Worker::next` (the one reading from Mongrel2 among them).
     idle: usize,
+    /// A waiting worker holds the dispatcher (see `reader`): the job it routes is its own.
+    leading: bool,
     /// The wake-up signals of the workers waiting in `Worker::next`, the most recently idle
     /// last: a new job wakes that one, so when one thread can keep up, the same thread takes
     /// request after request (its caches stay warm, and a WSGI server's GIL stays put).
@@ -71,11 +74,13 @@ impl Shared {
         }
     }
 
-    /// A worker thread for `shared`, numbered `index`. Counted live until it is dropped.
-    pub(crate) fn worker(shared: &Arc<Self>, index: usize) -> Worker {
+    /// A worker thread for `shared`, numbered `index`, that reads from Mongrel2 itself when
+    /// it is idle and `reader` is given. Counted live until it is dropped.
+    pub(crate) fn worker(shared: &Arc<Self>, index: usize, reader: Option<Arc<Reader>>) -> Worker {
         *shared.live_workers.lock() += 1;
         Worker {
             shared: Arc::clone(shared),
+            reader,
             current: None,
             index,
             wake: Arc::new(Condvar::new()),
@@ -92,13 +97,27 @@ impl Shared {
     }
 }
 
+impl Idle for Shared {
+    fn has_waiting(&self) -> bool {
+        !self.queue.lock().waiting.is_empty()
+    }
+
+    fn wake_one(&self) {
+        let wake = self.queue.lock().waiting.pop();
+        if let Some(w) = wake {
+            w.notify_one();
+        }
+    }
+}
+
 impl Handoff for Shared {
-    /// Hands a job for a connection nobody owns to the most recently idle worker.
+    /// Hands a job for a connection nobody owns to the most recently idle worker (or to the
+    /// idle worker routing it).
     fn hand_off(&self, st: Arc<ConnState>, job: Job) {
         let mut q = self.queue.lock();
         q.jobs.push_back((st, job));
         self.report(&q);
-        let wake = q.waiting.pop();
+        let wake = if q.leading { None } else { q.waiting.pop() };
         drop(q);
         if let Some(w) = wake {
             w.notify_one();
@@ -111,6 +130,8 @@ impl Handoff for Shared {
 #[derive(Debug)]
 pub struct Worker {
     shared: Arc<Shared>,
+    /// The dispatcher this worker reads with while it is idle, if any.
+    reader: Option<Arc<Reader>>,
     /// The connection this worker owns right now.
     current: Option<Arc<ConnState>>,
     index: usize,
@@ -142,7 +163,8 @@ impl Drop for Worker {
 
 impl Worker {
     /// Like [`next`](Iterator::next), without waiting: `Err(NotReady)` when no request is
-    /// ready now and the server is not shutting down. A thread that must give something up to
+    /// ready now (queued, or a message already waiting at Mongrel2's socket, which it reads
+    /// when no other thread is reading) and the server is not shutting down. A thread that must give something up to
     /// wait (a WSGI worker its hold on Python) calls this first and waits only when it has to.
     ///
     /// # Errors
@@ -161,6 +183,8 @@ impl Worker {
         }
         let mut q = self.shared.queue.lock();
         q.idle += 1;
+        // Without `wait`, a message already waiting at Mongrel2's socket is read once.
+        let mut looked = false;
         loop {
             if let Some((st, job)) = q.jobs.pop_front() {
                 q.idle -= 1;
@@ -172,13 +196,33 @@ impl Worker {
                 q.idle -= 1;
                 return Ok(None);
             }
+            // Nothing queued: read from Mongrel2 until a job comes, unless another thread is.
+            if !q.leading && (wait || !looked) {
+                if let Some(mut lead) = self.reader.as_deref().and_then(Reader::try_lead) {
+                    q.leading = true;
+                    self.shared.report(&q);
+                    drop(q);
+                    loop {
+                        let finished = lead.step(if wait { POLL } else { Duration::ZERO });
+                        q = self.shared.queue.lock();
+                        if !wait || finished || q.closing || !q.jobs.is_empty() {
+                            break;
+                        }
+                        drop(q);
+                    }
+                    q.leading = false;
+                    drop(lead);
+                    looked = true;
+                    continue;
+                }
+            }
             if !wait {
                 q.idle -= 1;
                 return Err(NotReady);
             }
             self.shared.report(&q);
             q.waiting.push(Arc::clone(&self.wake));
-            self.wake.wait_for(&mut q, POLL);
+            self.wake.wait_for(&mut q, IDLE_POLL);
             // Woken by a job (and taken off the list), or timed out (still on it).
             let me = Arc::as_ptr(&self.wake);
             q.waiting.retain(|w| Arc::as_ptr(w) != me);
