@@ -34,6 +34,8 @@ const HELD_WAIT: Duration = Duration::from_secs(1);
 pub(crate) trait Idle {
     /// Whether a worker waits for a job (and could read from Mongrel2 itself).
     fn has_waiting(&self) -> bool;
+    /// Whether a worker has been answering one request for longer than `d`.
+    fn busy_longer_than(&self, d: Duration) -> bool;
     /// Wakes the most recently idle worker, if one waits.
     fn wake_one(&self);
 }
@@ -51,6 +53,8 @@ pub(crate) struct Reader {
 #[derive(Debug)]
 struct Role {
     held: bool,
+    /// How many times the dispatcher was taken.
+    leads: u64,
     /// When the dispatcher was last let go.
     released: Instant,
     /// The standby sleeps until the dispatcher is let go.
@@ -75,6 +79,7 @@ impl Reader {
             dispatcher: Mutex::new(dispatcher),
             role: Mutex::new(Role {
                 held: false,
+                leads: 0,
                 released: Instant::now(),
                 standby_waiting: false,
                 finished: None,
@@ -91,7 +96,10 @@ impl Reader {
         if d.finished().is_some() {
             return None;
         }
-        self.role.lock().held = true;
+        let mut role = self.role.lock();
+        role.held = true;
+        role.leads += 1;
+        drop(role);
         Some(Lead {
             reader: self,
             dispatcher: Some(d),
@@ -102,15 +110,25 @@ impl Reader {
     /// shutdown deadline and the connections known then.
     pub(crate) fn standby(&self, workers: &dyn Idle) -> (Instant, Vec<Arc<ConnState>>) {
         let mut role = self.role.lock();
+        let mut seen = role.leads;
         loop {
             if let Some(deadline) = role.finished {
                 drop(role);
                 return (deadline, self.dispatcher.lock().take_states());
             }
             if role.held {
-                role.standby_waiting = true;
-                self.changed.wait_for(&mut role, HELD_WAIT);
-                role.standby_waiting = false;
+                if role.leads == seen {
+                    // Held since the last look (a worker waiting at the socket for the next
+                    // message): sleep until it lets go.
+                    role.standby_waiting = true;
+                    self.changed.wait_for(&mut role, HELD_WAIT);
+                    role.standby_waiting = false;
+                } else {
+                    // Taken and let go again since the last look (a worker reading and
+                    // answering in turn): look again later, without being woken every time.
+                    seen = role.leads;
+                    self.changed.wait_for(&mut role, TAKEOVER);
+                }
                 continue;
             }
             let left = role.released.elapsed();
@@ -120,12 +138,17 @@ impl Reader {
             }
             drop(role);
             if let Some(mut lead) = self.try_lead() {
-                // Every worker is busy: read until one is free to.
-                while !lead.step(POLL) && !workers.has_waiting() {}
+                // Every worker is busy: read while one of them has been at a request for long
+                // (its credits and disconnect notice must come in), until one is free to read.
+                while !lead.step(POLL)
+                    && !workers.has_waiting()
+                    && workers.busy_longer_than(TAKEOVER)
+                {}
                 drop(lead);
                 workers.wake_one();
             }
             role = self.role.lock();
+            seen = role.leads;
         }
     }
 }

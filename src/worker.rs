@@ -10,7 +10,7 @@ use crate::transport::Connection;
 use crate::upload::UploadFile;
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,10 @@ pub(crate) struct Shared {
     live_workers: Mutex<usize>,
     done: Condvar,
     stats: Arc<Stats>,
+    /// For each worker, when it took the request it is answering (nanoseconds after `origin`,
+    /// plus one), or 0 while it has none.
+    busy: Mutex<Vec<Arc<AtomicU64>>>,
+    origin: Instant,
 }
 
 impl Shared {
@@ -51,6 +55,8 @@ impl Shared {
             queue: Mutex::new(Queue::default()),
             live_workers: Mutex::new(0),
             done: Condvar::new(),
+            busy: Mutex::default(),
+            origin: Instant::now(),
         }
     }
 
@@ -78,9 +84,12 @@ impl Shared {
     /// it is idle and `reader` is given. Counted live until it is dropped.
     pub(crate) fn worker(shared: &Arc<Self>, index: usize, reader: Option<Arc<Reader>>) -> Worker {
         *shared.live_workers.lock() += 1;
+        let busy = Arc::new(AtomicU64::new(0));
+        shared.busy.lock().push(Arc::clone(&busy));
         Worker {
             shared: Arc::clone(shared),
             reader,
+            busy,
             current: None,
             index,
             wake: Arc::new(Condvar::new()),
@@ -100,6 +109,15 @@ impl Shared {
 impl Idle for Shared {
     fn has_waiting(&self) -> bool {
         !self.queue.lock().waiting.is_empty()
+    }
+
+    fn busy_longer_than(&self, d: Duration) -> bool {
+        let now = self.origin.elapsed().as_nanos() as u64;
+        let d = d.as_nanos() as u64;
+        self.busy.lock().iter().any(|b| {
+            let since = b.load(Ordering::Relaxed);
+            since != 0 && now.saturating_sub(since - 1) > d
+        })
     }
 
     fn wake_one(&self) {
@@ -132,6 +150,8 @@ pub struct Worker {
     shared: Arc<Shared>,
     /// The dispatcher this worker reads with while it is idle, if any.
     reader: Option<Arc<Reader>>,
+    /// When this worker took the request it is answering (see `Shared::busy`).
+    busy: Arc<AtomicU64>,
     /// The connection this worker owns right now.
     current: Option<Arc<ConnState>>,
     index: usize,
@@ -146,6 +166,10 @@ impl Worker {
     }
 
     fn make(&mut self, st: Arc<ConnState>, job: Job) -> Request {
+        if self.reader.is_some() {
+            let now = self.shared.origin.elapsed().as_nanos() as u64;
+            self.busy.store(now + 1, Ordering::Relaxed);
+        }
         self.current = Some(Arc::clone(&st));
         let upload = job.upload.map(UploadFile::new);
         let conn = st.conn.clone();
@@ -176,6 +200,7 @@ impl Worker {
     /// The next request: this worker's connection's next message first, then the queue;
     /// waits for one when `wait`, else `Err(NotReady)` when there is none.
     fn take(&mut self, wait: bool) -> Result<Option<Request>, NotReady> {
+        self.busy.store(0, Ordering::Relaxed);
         if let Some(st) = self.current.take() {
             if let Some(job) = st.next_pending() {
                 return Ok(Some(self.make(st, job)));

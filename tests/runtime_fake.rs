@@ -313,3 +313,47 @@ fn one_request_at_a_time_stays_on_one_thread() {
         .unwrap();
     assert!(most >= 15, "requests spread over the threads: {threads:?}");
 }
+
+/// While a worker answers a slow request, the next request is read and answered by another
+/// worker (the thread that was reading is busy: the reading goes to an idle one), and the slow
+/// one still sees its client's disconnect notice (read by whoever reads while it is busy).
+#[test]
+fn a_slow_request_holds_neither_the_next_one_nor_its_own_notices() {
+    let m2 = FakeMongrel2::new();
+    let (started_tx, started_rx) = mpsc::channel();
+    let (seen_tx, seen_rx) = mpsc::channel();
+    let started_tx = std::sync::Mutex::new(started_tx);
+    let seen_tx = std::sync::Mutex::new(seen_tx);
+    let _server = InProcess::start(connect(&m2), 2, move |req| {
+        if req.message().path().as_ref() != b"/slow" {
+            return hello(req);
+        }
+        let responder = req.responder();
+        started_tx.lock().unwrap().send(()).unwrap();
+        let deadline = Instant::now() + T;
+        while !responder.is_disconnected() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        seen_tx
+            .lock()
+            .unwrap()
+            .send(responder.is_disconnected())
+            .unwrap();
+    });
+    m2.send(RequestBuilder::get("/slow").conn_id(1).build());
+    started_rx.recv_timeout(T).expect("the slow request started");
+    for id in 2..=4 {
+        m2.send(RequestBuilder::get("/quick").conn_id(id).build());
+        let r = m2.read_response(id, T).expect("answered while /slow runs");
+        assert_eq!(r.text(), "hello /quick");
+    }
+    assert!(
+        seen_rx.try_recv().is_err(),
+        "/slow is still running (its client has not left)"
+    );
+    m2.disconnect(1);
+    assert!(
+        seen_rx.recv_timeout(T).expect("the slow request finished"),
+        "the slow request saw its client leave"
+    );
+}
