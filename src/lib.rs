@@ -24,7 +24,7 @@
 //! | ZeroMQ (`runtime`) | `transport/` | [`Connection`] and its builder, restart detection (`link.rs`), [`Device`] with its scheduler and worker protocol; nothing else touches ZeroMQ |
 //! | per-connection state (`runtime`) | `conn_state.rs` | credits, upload slices, disconnects, ownership: flow control in both directions |
 //! | answering (`runtime`) | `request.rs`, `responder.rs`, `response_stream.rs`, `body.rs`, [`upload`] | [`Request`], [`Responder`], [`ResponseStream`], [`Body`], upload checks ([`UploadPolicy`], [`UploadRefusal`]) |
-//! | serving (`runtime`) | `server.rs`, `dispatcher.rs`, `worker.rs` | [`Server`]: one dispatcher thread, N workers, fair dispatch, graceful drain |
+//! | serving (`runtime`) | `server.rs`, `dispatcher.rs`, `reader.rs`, `worker.rs` | [`Server`]: N workers reading in turn (idle ones read, busy ones answer), fair dispatch, graceful drain |
 //! | WSGI (`wsgi`) | `wsgi/` | the PEP 3333 bridge over PyO3 and the `m2wsgi` command |
 //! | testing kit (`testing`) | `testing/` | Mongrel2's exact frames and a fake Mongrel2, to unit-test a handler without Mongrel2 |
 //!

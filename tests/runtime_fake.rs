@@ -341,7 +341,9 @@ fn a_slow_request_holds_neither_the_next_one_nor_its_own_notices() {
             .unwrap();
     });
     m2.send(RequestBuilder::get("/slow").conn_id(1).build());
-    started_rx.recv_timeout(T).expect("the slow request started");
+    started_rx
+        .recv_timeout(T)
+        .expect("the slow request started");
     for id in 2..=4 {
         m2.send(RequestBuilder::get("/quick").conn_id(id).build());
         let r = m2.read_response(id, T).expect("answered while /slow runs");
