@@ -90,9 +90,8 @@ impl Dispatcher {
         }
     }
 
-    /// One turn of [`run`](Self::run): waits up to `wait` (at most [`POLL`] in a loop, so that
-    /// `stop` is seen) for a message and routes it.
-    /// Returns the shutdown deadline once routing is finished (and from then on at once).
+    /// One turn of [`run`](Self::run): waits up to `wait` for a message and routes it (a caller
+    /// looping waits at most [`POLL`] at a time, so that `stop` is seen). Returns the shutdown deadline once routing is finished (and from then on at once).
     ///
     /// Whoever holds the dispatcher may call it: the thread that reads from Mongrel2 can
     /// change from one message to the next (see `reader`).
@@ -130,7 +129,11 @@ impl Dispatcher {
             }
             Err(e) => {
                 tracing::error!("receiving from Mongrel2: {e}");
-                std::thread::sleep(Duration::from_millis(100));
+                // A caller that may not wait (a WSGI thread holding the GIL) gets its answer
+                // now; the next waiting step backs off.
+                if !wait.is_zero() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
             }
         }
         if self.last_sweep.elapsed() > SWEEP_EVERY {
@@ -139,18 +142,13 @@ impl Dispatcher {
         None
     }
 
-    /// The connections known when routing stopped (for answering what is still running at the
-    /// shutdown deadline).
-    pub(crate) fn into_states(mut self) -> Vec<Arc<ConnState>> {
-        self.take_states()
-    }
-
     /// The shutdown deadline, once routing is finished.
     pub(crate) fn finished(&self) -> Option<Instant> {
         self.finished
     }
 
-    /// As [`into_states`](Self::into_states), leaving the dispatcher empty.
+    /// The connections known when routing stopped (for answering what is still running at the
+    /// shutdown deadline), leaving the dispatcher empty.
     pub(crate) fn take_states(&mut self) -> Vec<Arc<ConnState>> {
         self.states.drain().map(|(_, st)| st).collect()
     }

@@ -299,7 +299,7 @@ fn dispatch_each(
                 let mut d = Dispatcher::new(conn.clone(), shared.clone(), max_streams, max_body);
                 std::thread::Builder::new()
                     .name(format!("m2wsgi-dispatch-{}", i + 1))
-                    .spawn_scoped(scope, move || (d.run(stop, grace), d.into_states()))
+                    .spawn_scoped(scope, move || (d.run(stop, grace), d.take_states()))
                     .map_err(|e| {
                         stop.store(true, Ordering::SeqCst);
                         tracing::error!("cannot start a dispatcher: {e}");
@@ -309,7 +309,7 @@ fn dispatch_each(
             .collect();
         let mut first = Dispatcher::new(conns[0].clone(), shared.clone(), max_streams, max_body);
         let mut deadline = first.run(stop, grace);
-        let mut states = first.into_states();
+        let mut states = first.take_states();
         for t in others {
             if let Ok((d, s)) = t.join() {
                 deadline = deadline.max(d);

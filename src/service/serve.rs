@@ -261,7 +261,7 @@ impl<S> Serve<S> {
                 .name(format!("m2wsgi-dispatch-{i}"))
                 .spawn(move || {
                     let deadline = d.run(&stop, grace);
-                    feed.stopped(deadline, d.into_states());
+                    feed.stopped(deadline, d.take_states());
                 });
             match spawned {
                 Ok(t) => dispatchers.push(t),
