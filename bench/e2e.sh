@@ -22,10 +22,13 @@
 #   check_NAME     (optional) succeeds when the target answers as it should
 #   wrkargs_NAME   (optional) more wrk arguments (a script that POSTs, say)
 #
-# Uploads: TARGETS="uprust upwsgi" POSTs 10 MiB bodies through Mongrel2's async upload (a temp
-# file) to the raw handler (examples/upload: reads the body in 64 KiB pieces, answers its
-# CRC-32) and to the bridge (bench/seed/upload_app.py: the same over wsgi.input); upwsgi is
-# compared with uprust. CONNS=4 suits them.
+# Uploads: TARGETS="uprust upwsgi upread upseed" POSTs 10 MiB bodies through Mongrel2's async
+# upload (a temp file) to the raw handler (examples/upload: reads the body in 64 KiB pieces,
+# answers its CRC-32), to the bridge (bench/seed/upload_app.py: the same over wsgi.input; upread
+# reads without the checksum) and to the Python m2wsgi 0.5.2 with its upload handling fixed
+# (upseed, same app; upseedread without the checksum); each is compared with uprust, and the
+# bridge with the Python m2wsgi. CONNS=4 suits them. Every target's table row has its handler's
+# CPU time per request.
 #
 # Large responses: TARGETS="dir1m hello1m wsgi1m" compares a 1 MiB response from Mongrel2's
 # own file server, the raw handler (examples/hello --body-bytes) and the WSGI bridge
@@ -70,11 +73,22 @@ trap cleanup EXIT INT TERM
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
-# spawn LOGNAME cmd...: start in the background, log to $WORK/LOGNAME.log, kill on exit.
+# spawn LOGNAME cmd...: start in the background, log to $WORK/LOGNAME.log, kill on exit. The
+# process (and its children) is the target LOGNAME's handler, whose CPU time is measured.
+declare -A TPID
 spawn() {
     local name="$1"; shift
     "$@" >"$WORK/$name.log" 2>&1 &
     PIDS+=("$!")
+    TPID[$name]="$!"
+}
+# cpu_ticks PID: CPU ticks (user + system) of PID and its children.
+cpu_ticks() {
+    local total=0 p
+    for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
 }
 
 declare -A SEND RECV IDENT ROUTE
@@ -160,6 +174,10 @@ post_check() { # URL: the answer to one 10 MiB POST is its size and CRC-32
     [[ "$(curl -s --noproxy '*' --max-time 20 -H 'Expect:' --data-binary @"$WORK/up.bin" "$1")" \
         == "size=$UP_BYTES crc32=$UP_CRC" ]]
 }
+read_check() { # URL: the same without the checksum (?crc=0)
+    [[ "$(curl -s --noproxy '*' --max-time 20 -H 'Expect:' --data-binary @"$WORK/up.bin" "$1")" \
+        == "size=$UP_BYTES crc32=00000000" ]]
+}
 declare_uprust() { add_handler uprust /uprust; }
 start_uprust() {
     spawn uprust env M2WSGI_LOG=warn "$UPLOAD_BIN" "${SEND[uprust]}" "${RECV[uprust]}" \
@@ -173,13 +191,31 @@ start_upwsgi() { run_wsgi upwsgi upload_app:app --upload-dir /tmp --mongrel2-chr
 url_upwsgi() { echo "http://127.0.0.1:$PORT/upwsgi"; }
 check_upwsgi() { post_check "$(url_upwsgi)"; }
 wrkargs_upwsgi() { echo "-s $WORK/post.lua"; }
+# The Python m2wsgi 0.5.2 (Python 2, bench/seed/setup.sh, run on the first use) on the same app,
+# with $WORKERS threads and its async-upload handling fixed (bench/seed/launcher.py
+# --upload-root: as released it hangs on a 10 MiB upload).
+SEED_PY="$REPO/.bench/seed/venv/bin/python"
+need_seed() { [[ -x "$SEED_PY" ]] || bash bench/seed/setup.sh >&2; }
+declare_upseed() { need_seed; add_handler upseed /upseed; }
+# run_seed NAME: the Python m2wsgi on bench/seed/upload_app.py as target NAME.
+run_seed() {
+    spawn "$1" env -C "$REPO/bench/seed" "$SEED_PY" launcher.py --upload-root="$WORK" \
+        --num-threads="$WORKERS" upload_app.app "${SEND[$1]}" "${RECV[$1]}"
+}
+start_upseed() { run_seed upseed; }
+url_upseed() { echo "http://127.0.0.1:$PORT/upseed"; }
+check_upseed() { post_check "$(url_upseed)"; }
+wrkargs_upseed() { echo "-s $WORK/post.lua"; }
+# upseedread: the same, reading without the checksum (as upread).
+declare_upseedread() { need_seed; add_handler upseedread /upseedread; }
+start_upseedread() { run_seed upseedread; }
+url_upseedread() { echo "http://127.0.0.1:$PORT/upseedread?crc=0"; }
+check_upseedread() { read_check "$(url_upseedread)"; }
+wrkargs_upseedread() { echo "-s $WORK/post.lua"; }
 declare_upread() { add_handler upread /upread; }
 start_upread() { run_wsgi upread upload_app:app --upload-dir /tmp --mongrel2-chroot "$WORK"; }
 url_upread() { echo "http://127.0.0.1:$PORT/upread?crc=0"; }
-check_upread() {
-    [[ "$(curl -s --noproxy '*' --max-time 20 -H 'Expect:' --data-binary @"$WORK/up.bin" \
-        "$(url_upread)")" == "size=$UP_BYTES crc32=00000000" ]]
-}
+check_upread() { read_check "$(url_upread)"; }
 wrkargs_upread() { echo "-s $WORK/post.lua"; }
 
 # An axum Router on the async runtime, and the same Router straight over HTTP (no Mongrel2).
@@ -205,7 +241,7 @@ start_axumdirect() {
 url_axumdirect() { echo "http://127.0.0.1:$AXUM_PORT/hello"; }
 
 # Ratios printed after the table, each the median of the per-round ratios: "A:B" is A / B.
-PAIRS="${PAIRS:-axum:hello axum1:hello axum:axumdirect wsgi:hello wsgiwheel:wsgi hello:hellobase}"
+PAIRS="${PAIRS:-axum:hello axum1:hello axum:axumdirect wsgi:hello wsgiwheel:wsgi hello:hellobase upwsgi:upseed upread:upseedread}"
 
 # ---------------------------------------------------------------- build and configure
 echo "== building examples/hello (release)"
@@ -214,7 +250,7 @@ if [[ " $TARGETS " == *" axum"* ]]; then
     echo "== building examples/axum (release, --features axum)"
     cargo build --release --features axum --example axum -q
 fi
-if [[ " $TARGETS " == *" wsgi"* ]]; then
+if [[ "$TARGETS" == *wsgi* || " $TARGETS " == *" upread "* ]]; then
     echo "== building m2wsgi (release, --features wsgi)"
     PYO3_PYTHON="$(bash scripts/python.sh)" cargo build --release --features wsgi --bin m2wsgi -q
 fi
@@ -285,23 +321,33 @@ run_wrk() {
     local url="$1"; shift
     local out
     out="$(timeout 120 wrk --latency "$@" "$url")"
-    local rps p50 p99 errs
+    local rps p50 p99 errs reqs
     rps="$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
+    reqs="$(awk '/requests in/ {print $1}' <<<"$out")"
     p50="$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")"
     p99="$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")"
     errs="$(awk '/Non-2xx|Socket errors/ {n++} END {print n+0}' <<<"$out")"
-    echo "$rps $p50 $p99 $errs"
+    echo "$rps $p50 $p99 $errs ${reqs:-0}"
 }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
-declare -A RPS P50 P99 ERRS ROUND_RPS RATIOS
+declare -A RPS P50 P99 ERRS ROUND_RPS RATIOS CPU
+HZ="$(getconf CLK_TCK)"
 echo "== $ROUNDS rounds of wrk -t$THREADS -c$CONNS -d$DURATION, targets interleaved: $TARGETS"
 for r in $(seq "$ROUNDS"); do
     for t in $TARGETS; do
         extra=()
         declare -F "wrkargs_$t" >/dev/null && read -r -a extra <<<"$("wrkargs_$t")"
-        read -r rps p50 p99 errs < <(run_wrk "$("url_$t")" -t"$THREADS" -c"$CONNS" -d"$DURATION" "${extra[@]}")
-        printf '   round %d  %-12s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms\n' "$r" "$t" "$rps" "$p50" "$p99"
+        c0=0; [[ -n "${TPID[$t]:-}" ]] && c0="$(cpu_ticks "${TPID[$t]}")"
+        read -r rps p50 p99 errs reqs < <(run_wrk "$("url_$t")" -t"$THREADS" -c"$CONNS" -d"$DURATION" "${extra[@]}")
+        cpu=-
+        if [[ -n "${TPID[$t]:-}" && "$reqs" -gt 0 ]]; then
+            cpu="$(awk -v a="$c0" -v b="$(cpu_ticks "${TPID[$t]}")" -v n="$reqs" -v hz="$HZ" \
+                'BEGIN { printf "%.1f", (b - a) / hz * 1e6 / n }')"
+            CPU[$t]+="$cpu "
+        fi
+        printf '   round %d  %-12s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  handler CPU %s us/req\n' \
+            "$r" "$t" "$rps" "$p50" "$p99" "$cpu"
         RPS[$t]+="$rps "; P50[$t]+="$p50 "; P99[$t]+="$p99 "; ERRS[$t]=$(( ${ERRS[$t]:-0} + errs ))
         ROUND_RPS[$t]="$rps"
     done
@@ -314,15 +360,16 @@ for r in $(seq "$ROUNDS"); do
 done
 
 echo
-printf '| %-12s | %10s | %9s | %9s | %8s |\n' target 'req/s' 'p50 ms' 'p99 ms' 'vs Dir'
-printf '|%s|%s|%s|%s|%s|\n' '--------------' '------------' '-----------' '-----------' '----------'
+printf '| %-12s | %10s | %9s | %9s | %8s | %12s |\n' target 'req/s' 'p50 ms' 'p99 ms' 'vs Dir' 'CPU us/req'
+printf '|%s|%s|%s|%s|%s|%s|\n' '--------------' '------------' '-----------' '-----------' '----------' '--------------'
 for t in $TARGETS; do
     m_rps="$(tr ' ' '\n' <<<"${RPS[$t]}" | grep . | median)"
     m_p50="$(tr ' ' '\n' <<<"${P50[$t]}" | grep . | median)"
     m_p99="$(tr ' ' '\n' <<<"${P99[$t]}" | grep . | median)"
     ratio="$(tr ' ' '\n' <<<"${RATIOS[$t]:-}" | grep . | median || true)"
     ratio="$(awk -v r="$ratio" 'BEGIN { if (r != "") printf "%.2f", r; else print "-" }')"
-    printf '| %-12s | %10.0f | %9.3f | %9.3f | %8s |\n' "$t" "$m_rps" "$m_p50" "$m_p99" "$ratio"
+    m_cpu=-; [[ -n "${CPU[$t]:-}" ]] && m_cpu="$(tr ' ' '\n' <<<"${CPU[$t]}" | grep . | median)"
+    printf '| %-12s | %10.0f | %9.3f | %9.3f | %8s | %12s |\n' "$t" "$m_rps" "$m_p50" "$m_p99" "$ratio" "$m_cpu"
     [[ "${ERRS[$t]}" == 0 ]] || echo "   ($t: wrk reported errors or non-2xx answers)"
 done
 echo "(medians of $ROUNDS rounds; 'vs Dir' is the median of the per-round ratios; wrk -t$THREADS -c$CONNS -d$DURATION; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"

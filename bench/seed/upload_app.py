@@ -17,6 +17,6 @@ def app(environ, start_response):
         size += len(piece)
         if checksum:
             crc = zlib.crc32(piece, crc)
-    out = ("size=%d crc32=%08x" % (size, crc)).encode()
+    out = ("size=%d crc32=%08x" % (size, crc & 0xFFFFFFFF)).encode()  # signed on Python 2
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(out)))])
     return [out]
