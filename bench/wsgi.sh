@@ -30,6 +30,9 @@
 #   (self time) and the shares of its main parts (Python, ZeroMQ, the kernel, this crate) are
 #   printed; the raw profile is kept in .bench/profile-PEER.data for `perf report -i`.
 #
+#   With --peers "A B ...", only those peers are measured (any of the names above), e.g.
+#   --peers "m2wsgi-1 m2wsgi-4" for a close look at one ratio.
+#
 #   With --observe, m2wsgi also runs as log-m2wsgi-N (--access-log /dev/null, the default
 #   format) and metrics-m2wsgi-N (--metrics on a loopback port, scraped once after the run),
 #   measured in the same rounds, with their per-round ratios to m2wsgi-N: the cost of the
@@ -37,7 +40,10 @@
 #
 # Usage: bench/wsgi.sh [--rounds N] [--duration SECS] [--connections C] [--no-seed] [--no-memory]
 #                      [--baseline REV] [--observe] [--workers] [--sleep] [--profile PEER]
-# Goals: m2wsgi >= 3x the best of the Python m2wsgi 0.5.2, >= 0.7x raw Rust; peak RSS <= 64 MiB.
+#                      [--peers "A B ..."]
+# Goals: m2wsgi >= 3x the best of the Python m2wsgi 0.5.2 and >= 0.95x raw Rust (c16 and c64);
+# 4 threads >= 1x one (>= 3.5x with --sleep); with --baseline, handler CPU per request against
+# the baseline's (the per-request work: <= 0.5x the state before it); peak RSS <= 64 MiB.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -51,6 +57,7 @@ OBSERVE=0
 WORKERS=0
 PROFILE=""
 SLEEP=0
+ONLY=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --rounds) ROUNDS="$2"; shift 2 ;;
@@ -63,6 +70,7 @@ while [[ $# -gt 0 ]]; do
         --workers) WORKERS=1; shift ;;
         --profile) PROFILE="$2"; shift 2 ;;
         --sleep) SLEEP=1; shift ;;
+        --peers) ONLY="$2"; shift 2 ;;
         -h|--help) sed -n '2,40p' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) echo "wsgi.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -253,12 +261,25 @@ PEERS=(m2wsgi-1 rust-1 m2wsgi-4 rust-4)
 [[ "$OBSERVE" -eq 1 ]] && PEERS+=(log-m2wsgi-1 metrics-m2wsgi-1 log-m2wsgi-4 metrics-m2wsgi-4)
 [[ "$WORKERS" -eq 1 ]] && PEERS+=(m2wsgi-2 workers-m2wsgi-2 granian-2)
 [[ "$SLEEP" -eq 1 ]] && PEERS+=(sleep-m2wsgi-1 sleep-m2wsgi-4)
+if [[ -n "$ONLY" ]]; then
+    read -r -a PEERS <<<"$ONLY"
+    for p in "${PEERS[@]}"; do
+        [[ "$p" =~ ^(seed|m2wsgi|rust|base-m2wsgi|base-rust|log-m2wsgi|metrics-m2wsgi|sleep-m2wsgi|workers-m2wsgi|granian)-[0-9]+$ ]] \
+            || die "--peers: unknown peer $p"
+    done
+fi
 declare -A RESULTS
 write_config 0
 say "hello world: ${#PEERS[@]} peers x $ROUNDS rounds, wrk -t1 -c$CONNS -d${DURATION}s, $(nproc) cores"
-declare -A CPU ROUND
+declare -A CPU ROUND ROUND_CPU RATIO_CPU_BASE
 RATIO_RUST1=""; RATIO_RUST4=""; RATIO_SEED=""
 declare -A RATIO_BASE RATIO_OBS RATIO_W
+# round_ratio A B: this round's A / B and a space, or nothing when either was not measured.
+round_ratio() {
+    awk -v a="${ROUND[$1]:-0}" -v b="${ROUND[$2]:-0}" 'BEGIN { if (a > 0 && b > 0) printf "%.4f ", a / b }'
+}
+# both A B: both peers were measured.
+both() { [[ -n "${MED[$1]:-}" && -n "${MED[$2]:-}" ]]; }
 RATIO_THREADS=""; RATIO_SLEEP=""
 for round in $(seq "$ROUNDS"); do
     for p in "${PEERS[@]}"; do
@@ -267,31 +288,34 @@ for round in $(seq "$ROUNDS"); do
         CPU[$p]="${CPU[$p]:-} $c"
         say "round $round: $p $r req/s, handler CPU $c us/request"
         ROUND[$p]="$r"
+        ROUND_CPU[$p]="$c"
     done
     # Peers measured back to back in one round: their ratios are the least noisy figure.
     if [[ -n "$BASELINE" ]]; then
         for q in m2wsgi-1 rust-1 m2wsgi-4 rust-4; do
-            RATIO_BASE[$q]+="$(awk -v a="${ROUND[$q]}" -v b="${ROUND[base-$q]}" 'BEGIN {printf "%.4f", a / b}') "
+            RATIO_BASE[$q]+="$(round_ratio "$q" "base-$q")"
+            RATIO_CPU_BASE[$q]+="$(awk -v a="${ROUND_CPU[$q]:-0}" -v b="${ROUND_CPU[base-$q]:-0}" \
+                'BEGIN { if (a > 0 && b > 0) printf "%.4f ", a / b }')"
         done
     fi
     if [[ "$OBSERVE" -eq 1 ]]; then
         for q in log-m2wsgi-1 metrics-m2wsgi-1 log-m2wsgi-4 metrics-m2wsgi-4; do
-            RATIO_OBS[$q]+="$(awk -v a="${ROUND[$q]}" -v b="${ROUND[${q#*-}]}" 'BEGIN {printf "%.4f", a / b}') "
+            RATIO_OBS[$q]+="$(round_ratio "$q" "${q#*-}")"
         done
     fi
     if [[ "$WORKERS" -eq 1 ]]; then
-        RATIO_W[one]+="$(awk -v a="${ROUND[workers-m2wsgi-2]}" -v b="${ROUND[m2wsgi-2]}" 'BEGIN {printf "%.4f", a / b}') "
-        RATIO_W[granian]+="$(awk -v a="${ROUND[workers-m2wsgi-2]}" -v b="${ROUND[granian-2]}" 'BEGIN {printf "%.4f", a / b}') "
+        RATIO_W[one]+="$(round_ratio "workers-m2wsgi-2" "m2wsgi-2")"
+        RATIO_W[granian]+="$(round_ratio "workers-m2wsgi-2" "granian-2")"
     fi
-    RATIO_THREADS+="$(awk -v a="${ROUND[m2wsgi-4]}" -v b="${ROUND[m2wsgi-1]}" 'BEGIN {printf "%.4f", a / b}') "
+    RATIO_THREADS+="$(round_ratio "m2wsgi-4" "m2wsgi-1")"
     if [[ "$SLEEP" -eq 1 ]]; then
-        RATIO_SLEEP+="$(awk -v a="${ROUND[sleep-m2wsgi-4]}" -v b="${ROUND[sleep-m2wsgi-1]}" 'BEGIN {printf "%.4f", a / b}') "
+        RATIO_SLEEP+="$(round_ratio "sleep-m2wsgi-4" "sleep-m2wsgi-1")"
     fi
-    RATIO_RUST1+="$(awk -v a="${ROUND[m2wsgi-1]}" -v b="${ROUND[rust-1]}" 'BEGIN {printf "%.4f", a / b}') "
-    RATIO_RUST4+="$(awk -v a="${ROUND[m2wsgi-4]}" -v b="${ROUND[rust-4]}" 'BEGIN {printf "%.4f", a / b}') "
-    if [[ "$SEED" -eq 1 ]]; then
-        RATIO_SEED+="$(awk -v a="${ROUND[m2wsgi-1]}" -v b="${ROUND[m2wsgi-4]}" \
-            -v c="${ROUND[seed-1]}" -v d="${ROUND[seed-4]}" \
+    RATIO_RUST1+="$(round_ratio "m2wsgi-1" "rust-1")"
+    RATIO_RUST4+="$(round_ratio "m2wsgi-4" "rust-4")"
+    if [[ -n "${ROUND[seed-1]:-}${ROUND[seed-4]:-}" && -n "${ROUND[m2wsgi-1]:-}${ROUND[m2wsgi-4]:-}" ]]; then
+        RATIO_SEED+="$(awk -v a="${ROUND[m2wsgi-1]:-0}" -v b="${ROUND[m2wsgi-4]:-0}" \
+            -v c="${ROUND[seed-1]:-0}" -v d="${ROUND[seed-4]:-0}" \
             'BEGIN {m = a > b ? a : b; s = c > d ? c : d; printf "%.4f", m / s}') "
     fi
 done
@@ -305,27 +329,33 @@ for p in "${PEERS[@]}"; do
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 med_ratio() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median | awk '{printf "%.2f", $1}'; }
-best_m2="$(printf '%s\n' "${MED[m2wsgi-1]}" "${MED[m2wsgi-4]}" | sort -n | tail -1)"
+best_m2="$(printf '%s\n' "${MED[m2wsgi-1]:-0}" "${MED[m2wsgi-4]:-0}" | sort -n | tail -1)"
 echo
 echo "ratios: of the medians | median of the per-round ratios"
-if [[ "$SEED" -eq 1 ]]; then
-    best_seed="$(printf '%s\n' "${MED[seed-1]}" "${MED[seed-4]}" | sort -n | tail -1)"
+if [[ -n "$RATIO_SEED" ]]; then
+    best_seed="$(printf '%s\n' "${MED[seed-1]:-0}" "${MED[seed-4]:-0}" | sort -n | tail -1)"
     echo "m2wsgi best / m2wsgi-0.5.2 best:  $(ratio "$best_m2" "$best_seed")x | $(med_ratio "$RATIO_SEED")x   (goal >= 3)"
 fi
-echo "m2wsgi-1 / rust-1:        $(ratio "${MED[m2wsgi-1]}" "${MED[rust-1]}")x | $(med_ratio "$RATIO_RUST1")x   (goal >= 0.7)"
-echo "m2wsgi-4 / rust-4:        $(ratio "${MED[m2wsgi-4]}" "${MED[rust-4]}")x | $(med_ratio "$RATIO_RUST4")x   (goal >= 0.7)"
-echo "m2wsgi-4 / m2wsgi-1:      $(ratio "${MED[m2wsgi-4]}" "${MED[m2wsgi-1]}")x | $(med_ratio "$RATIO_THREADS")x   (goal >= 1.0: threads never slower)"
-if [[ "$SLEEP" -eq 1 ]]; then
+both m2wsgi-1 rust-1 && echo "m2wsgi-1 / rust-1:        $(ratio "${MED[m2wsgi-1]}" "${MED[rust-1]}")x | $(med_ratio "$RATIO_RUST1")x   (goal >= 0.95)"
+both m2wsgi-4 rust-4 && echo "m2wsgi-4 / rust-4:        $(ratio "${MED[m2wsgi-4]}" "${MED[rust-4]}")x | $(med_ratio "$RATIO_RUST4")x   (goal >= 0.95)"
+both m2wsgi-4 m2wsgi-1 && echo "m2wsgi-4 / m2wsgi-1:      $(ratio "${MED[m2wsgi-4]}" "${MED[m2wsgi-1]}")x | $(med_ratio "$RATIO_THREADS")x   (goal >= 1.0: threads never slower)"
+if both sleep-m2wsgi-4 sleep-m2wsgi-1; then
     echo "sleep-m2wsgi-4 / sleep-m2wsgi-1: $(ratio "${MED[sleep-m2wsgi-4]}" "${MED[sleep-m2wsgi-1]}")x | $(med_ratio "$RATIO_SLEEP")x   (goal >= 3.5: an app that waits)"
 fi
 if [[ -n "$BASELINE" ]]; then
     for q in m2wsgi-1 rust-1 m2wsgi-4 rust-4; do
-        printf '%-26s %sx | %sx   (goal >= 1, within noise)\n' "$q / base-$q ($BASELINE):" \
+        both "$q" "base-$q" || continue
+        printf '%-26s %sx | %sx   (req/s; goal >= 1, within noise)\n' "$q / base-$q ($BASELINE):" \
             "$(ratio "${MED[$q]}" "${MED[base-$q]}")" "$(med_ratio "${RATIO_BASE[$q]}")"
+        printf '%-26s %sx | %sx   (handler CPU per request; lower is better)\n' "$q / base-$q ($BASELINE):" \
+            "$(ratio "$(tr ' ' '\n' <<<"${CPU[$q]}" | grep -v '^$' | median)" \
+                "$(tr ' ' '\n' <<<"${CPU[base-$q]}" | grep -v '^$' | median)")" \
+            "$(med_ratio "${RATIO_CPU_BASE[$q]}")"
     done
 fi
 if [[ "$OBSERVE" -eq 1 ]]; then
     for q in log-m2wsgi-1 metrics-m2wsgi-1 log-m2wsgi-4 metrics-m2wsgi-4; do
+        both "$q" "${q#*-}" || continue
         printf '%-26s %sx | %sx   (goal >= 0.97)\n' "$q / ${q#*-}:" \
             "$(ratio "${MED[$q]}" "${MED[${q#*-}]}")" "$(med_ratio "${RATIO_OBS[$q]}")"
     done
