@@ -12,7 +12,8 @@
 #   a time by the app) through m2wsgi, and its peak RSS (VmHWM).
 #
 #   With --baseline REV, the m2wsgi command and the raw Rust handler of git revision REV are built
-#   too (in .bench/baseline) and measured in the same rounds as base-m2wsgi-N and base-rust-N,
+#   too (in $BASELINE_DIR, default /var/tmp/m2wsgi-baseline: outside this checkout, so that its
+#   .cargo/config.toml does not apply to REV's build) and measured in the same rounds as base-m2wsgi-N and base-rust-N,
 #   so a change is judged against its parent in one run.
 #
 #   With --workers, the process model: workers-m2wsgi-2 (m2wsgi --workers 2 --num-threads 1: a
@@ -93,15 +94,16 @@ cargo build -q --release --features wsgi --bin m2wsgi --example hello
 M2WSGI="${CARGO_TARGET_DIR:-$REPO/target}/release/m2wsgi"
 HELLO="${CARGO_TARGET_DIR:-$REPO/target}/release/examples/hello"
 if [[ -n "$BASELINE" ]]; then
-    BASE_SRC="$REPO/.bench/baseline/src"
+    BASE_DIR="${BASELINE_DIR:-/var/tmp/m2wsgi-baseline}"
+    BASE_SRC="$BASE_DIR/src"
     rm -rf "$BASE_SRC" && mkdir -p "$BASE_SRC"
     git -C "$REPO" archive "$BASELINE" | tar -x -C "$BASE_SRC"
     say "building the baseline $BASELINE ($(git -C "$REPO" rev-parse --short "$BASELINE"))"
     # The baseline's examples may need the cli feature (newer trees); older ones have none.
-    (cd "$BASE_SRC" && CARGO_TARGET_DIR="$REPO/.bench/baseline/target" cargo build -q --release \
+    (cd "$BASE_SRC" && CARGO_TARGET_DIR="$BASE_DIR/target" cargo build -q --release \
         --features wsgi --bin m2wsgi --example hello)
-    BASE_M2WSGI="$REPO/.bench/baseline/target/release/m2wsgi"
-    BASE_HELLO="$REPO/.bench/baseline/target/release/examples/hello"
+    BASE_M2WSGI="$BASE_DIR/target/release/m2wsgi"
+    BASE_HELLO="$BASE_DIR/target/release/examples/hello"
 fi
 GRANIAN="$REPO/.bench/granian-venv/bin/granian"
 if [[ "$WORKERS" -eq 1 && ! -x "$GRANIAN" ]]; then
