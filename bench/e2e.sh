@@ -46,6 +46,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO="$PWD"
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
 
 ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-5s}"
@@ -74,21 +76,14 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 # spawn LOGNAME cmd...: start in the background, log to $WORK/LOGNAME.log, kill on exit. The
-# process (and its children) is the target LOGNAME's handler, whose CPU time is measured.
+# process (and its children) is the target LOGNAME's handler, whose CPU time is measured
+# (cpu_ticks, bench/lib.sh).
 declare -A TPID
 spawn() {
     local name="$1"; shift
     "$@" >"$WORK/$name.log" 2>&1 &
     PIDS+=("$!")
     TPID[$name]="$!"
-}
-# cpu_ticks PID: CPU ticks (user + system) of PID and its children.
-cpu_ticks() {
-    local total=0 p
-    for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
-        total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
-    done
-    echo "$total"
 }
 
 declare -A SEND RECV IDENT ROUTE

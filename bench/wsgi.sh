@@ -48,6 +48,8 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
 ROUNDS=3
 DURATION=10
 CONNS=32
@@ -219,14 +221,6 @@ stop_handler() {
     HPID=""
 }
 
-# A process's CPU ticks (user + system), its children's included (the workers of a supervisor).
-cpu_ticks() {
-    local total=0 p
-    for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
-        total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
-    done
-    echo "$total"
-}
 
 measure() { # name -> prints "req/s cpu-us-per-request"
     local name="$1" out rps reqs t0 t1 url="$URL"
