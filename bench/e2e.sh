@@ -350,7 +350,8 @@ for r in $(seq "$ROUNDS"); do
     for t in $TARGETS; do
         # Against Mongrel2's file server for the same size (dir1m for the *1m targets).
         base=dir; [[ "$t" == *1m ]] && base=dir1m; [[ "$t" == up* ]] && base=uprust
-        RATIOS[$t]+="$(awk -v a="${ROUND_RPS[$t]}" -v b="${ROUND_RPS[$base]:-0}" 'BEGIN { if (b > 0) printf "%.4f", a / b }') "
+        rr="$(awk -v a="${ROUND_RPS[$t]}" -v b="${ROUND_RPS[$base]:-0}" 'BEGIN { if (b > 0) printf "%.4f", a / b }')"
+        [[ -z "$rr" ]] || RATIOS[$t]+="$rr "   # no baseline target in TARGETS: the table shows "-"
     done
 done
 
@@ -361,7 +362,7 @@ for t in $TARGETS; do
     m_rps="$(tr ' ' '\n' <<<"${RPS[$t]}" | grep . | median)"
     m_p50="$(tr ' ' '\n' <<<"${P50[$t]}" | grep . | median)"
     m_p99="$(tr ' ' '\n' <<<"${P99[$t]}" | grep . | median)"
-    ratio="$(tr ' ' '\n' <<<"${RATIOS[$t]:-}" | grep . | median || true)"
+    ratio=""; [[ -z "${RATIOS[$t]:-}" ]] || ratio="$(tr ' ' '\n' <<<"${RATIOS[$t]}" | grep . | median)"
     ratio="$(awk -v r="$ratio" 'BEGIN { if (r != "") printf "%.2f", r; else print "-" }')"
     m_cpu=-; [[ -n "${CPU[$t]:-}" ]] && m_cpu="$(tr ' ' '\n' <<<"${CPU[$t]}" | grep . | median)"
     printf '| %-12s | %10.0f | %9.3f | %9.3f | %8s | %12s |\n' "$t" "$m_rps" "$m_p50" "$m_p99" "$ratio" "$m_cpu"

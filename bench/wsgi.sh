@@ -13,8 +13,8 @@
 #
 #   With --baseline REV, the m2wsgi command and the raw Rust handler of git revision REV are built
 #   too (in $BASELINE_DIR, default /var/tmp/m2wsgi-baseline: outside this checkout, so that its
-#   .cargo/config.toml does not apply to REV's build) and measured in the same rounds as base-m2wsgi-N and base-rust-N,
-#   so a change is judged against its parent in one run.
+#   .cargo/config.toml does not apply to REV's build) and measured in the same rounds as
+#   base-m2wsgi-N and base-rust-N, so a change is judged against its parent in one run.
 #
 #   With --workers, the process model: workers-m2wsgi-2 (m2wsgi --workers 2 --num-threads 1: a
 #   supervisor and two processes behind its device) against m2wsgi-2 (one process, 2 threads)
@@ -74,7 +74,7 @@ while [[ $# -gt 0 ]]; do
         --profile) PROFILE="$2"; shift 2 ;;
         --sleep) SLEEP=1; shift ;;
         --peers) ONLY="$2"; shift 2 ;;
-        -h|--help) sed -n '2,40p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^set -euo/ {exit} NR > 1' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) echo "wsgi.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -221,7 +221,6 @@ stop_handler() {
     HPID=""
 }
 
-
 measure() { # name -> prints "req/s cpu-us-per-request"
     local name="$1" out rps reqs t0 t1 url="$URL"
     [[ "$name" == granian-* ]] && url="http://127.0.0.1:$GRANIAN_PORT/"
@@ -270,10 +269,14 @@ say "hello world: ${#PEERS[@]} peers x $ROUNDS rounds, wrk -t1 -c$CONNS -d${DURA
 declare -A CPU ROUND ROUND_CPU RATIO_CPU_BASE
 RATIO_RUST1=""; RATIO_RUST4=""; RATIO_SEED=""
 declare -A RATIO_BASE RATIO_OBS RATIO_W
-# round_ratio A B: this round's A / B and a space, or nothing when either was not measured.
+# round_ratio A B [FIGURES]: this round's A / B (req/s, or the array FIGURES: ROUND_CPU) and a
+# space, or nothing when either was not measured.
 round_ratio() {
-    awk -v a="${ROUND[$1]:-0}" -v b="${ROUND[$2]:-0}" 'BEGIN { if (a > 0 && b > 0) printf "%.4f ", a / b }'
+    local -n fig="${3:-ROUND}"
+    awk -v a="${fig[$1]:-0}" -v b="${fig[$2]:-0}" 'BEGIN { if (a > 0 && b > 0) printf "%.4f ", a / b }'
 }
+# med_of "X Y ...": the median of a list of figures.
+med_of() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median; }
 # both A B: both peers were measured.
 both() { [[ -n "${MED[$1]:-}" && -n "${MED[$2]:-}" ]]; }
 RATIO_THREADS=""; RATIO_SLEEP=""
@@ -290,8 +293,7 @@ for round in $(seq "$ROUNDS"); do
     if [[ -n "$BASELINE" ]]; then
         for q in m2wsgi-1 rust-1 m2wsgi-4 rust-4; do
             RATIO_BASE[$q]+="$(round_ratio "$q" "base-$q")"
-            RATIO_CPU_BASE[$q]+="$(awk -v a="${ROUND_CPU[$q]:-0}" -v b="${ROUND_CPU[base-$q]:-0}" \
-                'BEGIN { if (a > 0 && b > 0) printf "%.4f ", a / b }')"
+            RATIO_CPU_BASE[$q]+="$(round_ratio "$q" "base-$q" ROUND_CPU)"
         done
     fi
     if [[ "$OBSERVE" -eq 1 ]]; then
@@ -344,8 +346,7 @@ if [[ -n "$BASELINE" ]]; then
         printf '%-26s %sx | %sx   (req/s; goal >= 1, within noise)\n' "$q / base-$q ($BASELINE):" \
             "$(ratio "${MED[$q]}" "${MED[base-$q]}")" "$(med_ratio "${RATIO_BASE[$q]}")"
         printf '%-26s %sx | %sx   (handler CPU per request; lower is better)\n' "$q / base-$q ($BASELINE):" \
-            "$(ratio "$(tr ' ' '\n' <<<"${CPU[$q]}" | grep -v '^$' | median)" \
-                "$(tr ' ' '\n' <<<"${CPU[base-$q]}" | grep -v '^$' | median)")" \
+            "$(ratio "$(med_of "${CPU[$q]}")" "$(med_of "${CPU[base-$q]}")")" \
             "$(med_ratio "${RATIO_CPU_BASE[$q]}")"
     done
 fi
